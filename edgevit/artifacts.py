@@ -1,0 +1,166 @@
+"""What every artifact says about itself, and how artifacts are written safely.
+
+Stages talk through files: checkpoint -> FP32 ONNX -> calibration table -> INT8 Q/DQ ONNX
+-> engine + manifest. Each carries an :class:`ArtifactInfo` (model config, preprocessing,
+class names, data source, the sha256 of what it was made from) so the next stage never
+asks the user to repeat a setting. In ONNX files it lives in ``metadata_props`` under the
+``edgevit.*`` keys below; every value is JSON.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgevit.config import ViTConfig
+from edgevit.errors import ArtifactError
+from edgevit.preprocess import Preprocess
+
+FORMAT_VERSION = 1
+META_PREFIX = "edgevit."
+
+
+@dataclass
+class ArtifactInfo:
+    """Self-description carried by every edgevit artifact.
+
+    Args:
+        model_config: the ViT's architecture.
+        preprocess: how raw images become the model input.
+        class_names: one name per output logit.
+        precision: ``fp32``, ``int8`` (Q/DQ) or an engine precision.
+        source_sha256: sha256 of the artifact this one was made from.
+        data: where the training images came from (``digits`` or a folder path), so
+            calibration and validation can find images without being told.
+        extra: stage-specific facts (calibration method, export check, ...).
+    """
+
+    model_config: ViTConfig
+    preprocess: Preprocess
+    class_names: list[str]
+    precision: str = "fp32"
+    source_sha256: str = ""
+    data: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_metadata(self) -> dict[str, str]:
+        values: dict[str, Any] = {
+            "format_version": FORMAT_VERSION,
+            "model_config": self.model_config.to_dict(),
+            "preprocess": self.preprocess.to_dict(),
+            "class_names": list(self.class_names),
+            "precision": self.precision,
+            "source_sha256": self.source_sha256,
+            "data": self.data,
+            "extra": self.extra,
+        }
+        return {META_PREFIX + k: json.dumps(v, sort_keys=True) for k, v in values.items()}
+
+    @classmethod
+    def from_metadata(cls, meta: Mapping[str, str], where: str = "artifact") -> ArtifactInfo:
+        if META_PREFIX + "model_config" not in meta:
+            raise ArtifactError(
+                f"{where} has no edgevit metadata; it was not made by `edgevit export`/`quantize` (re-export it)"
+            )
+        try:
+            values = {k[len(META_PREFIX) :]: json.loads(v) for k, v in meta.items() if k.startswith(META_PREFIX)}
+            version = int(values.get("format_version", 0))
+            if version > FORMAT_VERSION:
+                raise ArtifactError(f"{where} uses metadata format {version}; upgrade edgevit to read it")
+            return cls(
+                model_config=ViTConfig.from_dict(values["model_config"]),
+                preprocess=Preprocess.from_dict(values["preprocess"]),
+                class_names=[str(c) for c in values["class_names"]],
+                precision=str(values.get("precision", "fp32")),
+                source_sha256=str(values.get("source_sha256", "")),
+                data=str(values.get("data", "")),
+                extra=dict(values.get("extra") or {}),
+            )
+        except ArtifactError:
+            raise
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ArtifactError(f"{where} has malformed edgevit metadata ({exc}); re-export it") from exc
+
+    def to_json_dict(self) -> dict[str, Any]:
+        return {k[len(META_PREFIX) :]: json.loads(v) for k, v in self.to_metadata().items()}
+
+    @classmethod
+    def from_json_dict(cls, data: Mapping[str, Any], where: str = "artifact") -> ArtifactInfo:
+        return cls.from_metadata({META_PREFIX + k: json.dumps(v) for k, v in data.items()}, where)
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it into place only on success.
+
+    A crash, an exception or Ctrl-C leaves ``path`` as it was (absent or the old file),
+    never half written.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    with atomic_output(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    with atomic_output(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_json_atomic(path: str | Path, data: Any) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path: str | Path, what: str) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"{what} {path} does not exist")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"{what} {path} is not valid JSON ({exc}); it is corrupt, recreate it") from exc
+
+
+def read_onnx_info(path: str | Path) -> ArtifactInfo:
+    """Read the edgevit metadata of an ONNX file with ONNX Runtime (no onnx package needed)."""
+    import onnxruntime as ort
+
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"ONNX model {path} does not exist")
+    try:
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # ORT raises its own exception types for corrupt models
+        raise ArtifactError(f"{path} is not a readable ONNX model ({_first_line(exc)}); re-export it") from exc
+    return ArtifactInfo.from_metadata(sess.get_modelmeta().custom_metadata_map, where=str(path))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__

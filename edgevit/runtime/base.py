@@ -1,0 +1,162 @@
+"""The backend-independent half of the runtime: a :class:`Model` that preprocesses,
+batches and post-processes, on top of a :class:`Runner` that only runs tensors.
+
+Runners follow Polygraphy's protocol: ``infer({input_name: array}) -> [arrays]``, and
+they are context managers. Anything that implements it (ONNX Runtime, TensorRT, a test
+double) gets the same ``predict`` API.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Protocol
+
+import numpy as np
+
+from edgevit.artifacts import ArtifactInfo
+from edgevit.errors import BackendError, InputError
+from edgevit.preprocess import ImageBatch
+
+
+class Runner(Protocol):
+    """Runs a preprocessed float32 NCHW batch through one backend."""
+
+    name: str  # backend name, e.g. "onnxruntime:CPUExecutionProvider"
+    input_name: str
+    output_names: list[str]
+    max_batch: int | None  # largest batch one call takes (a TensorRT profile); None = any
+
+    def infer(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class Prediction:
+    """Top-k results for a batch of N images; ``indices[:, 0]`` is the top-1 class."""
+
+    indices: np.ndarray  # (N, k) int64, best first
+    probs: np.ndarray  # (N, k) float32, softmax probabilities of those classes
+    labels: list[list[str]]  # (N, k) class names
+    logits: np.ndarray  # (N, num_classes) float32, raw model outputs
+
+    def __len__(self) -> int:
+        return int(self.indices.shape[0])
+
+    @property
+    def top1(self) -> np.ndarray:
+        return self.indices[:, 0]
+
+    def to_records(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "top_k": [
+                    {"index": int(i), "label": lab, "prob": round(float(p), 6)}
+                    for i, lab, p in zip(idx, labs, prob, strict=True)
+                ]
+            }
+            for idx, labs, prob in zip(self.indices, self.labels, self.probs, strict=True)
+        ]
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=-1, keepdims=True)
+    np.exp(z, out=z)
+    z /= z.sum(axis=-1, keepdims=True)
+    return z
+
+
+class Model:
+    """A loaded artifact: raw images in, classes and probabilities out.
+
+    Thread-safe: ``predict`` keeps no state between calls, and the runners it uses are
+    safe to call from several threads (ONNX Runtime sessions are; the TensorRT runner
+    serializes calls on its one stream).
+
+    Args:
+        runner: the backend that runs tensors.
+        info: the artifact's self-description (preprocessing, class names, ...).
+        path: where the artifact was loaded from.
+        batch_size: the largest batch sent to the backend in one call; larger inputs
+            are split. Capped by the runner's own ``max_batch`` (a TensorRT profile).
+    """
+
+    def __init__(self, runner: Runner, info: ArtifactInfo, path: str | Path | None = None, batch_size: int = 32):
+        if batch_size < 1:
+            raise InputError(f"batch_size must be at least 1, got {batch_size}")
+        self.runner = runner
+        self.info = info
+        self.path = Path(path) if path is not None else None
+        self.preprocess = info.preprocess
+        self.class_names = list(info.class_names)
+        self.batch_size = min(batch_size, runner.max_batch) if runner.max_batch else batch_size
+
+    @property
+    def backend(self) -> str:
+        return self.runner.name
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def __repr__(self) -> str:
+        return f"Model({self.path}, backend={self.backend}, precision={self.info.precision})"
+
+    def logits(self, images: ImageBatch, batch_size: int | None = None) -> np.ndarray:
+        """Raw logits for uint8 images (list or NHWC batch) or a float32 NCHW batch."""
+        bs = self._batch_size(batch_size)
+        is_tensor = isinstance(images, np.ndarray) and images.dtype.kind == "f"
+        n = len(images)
+        if n == 0:
+            raise InputError("got no images; pass at least one")
+        outs = []
+        for start in range(0, n, bs):
+            chunk = images[start : start + bs]
+            x = self.preprocess.check_tensor(chunk) if is_tensor else self.preprocess(chunk)
+            outs.append(self.infer_tensor(x))
+        return np.concatenate(outs, axis=0)
+
+    def infer_tensor(self, x: np.ndarray) -> np.ndarray:
+        """Run one already preprocessed batch (no splitting, no checks) and return logits."""
+        try:
+            out = self.runner.infer({self.runner.input_name: x})[0]
+        except BackendError:
+            raise
+        except Exception as exc:
+            raise BackendError(f"{self.backend} failed on a batch of shape {x.shape}: {exc}") from exc
+        if out.shape != (x.shape[0], self.num_classes):
+            raise BackendError(
+                f"{self.backend} returned shape {out.shape} for a batch of {x.shape[0]}; "
+                f"expected ({x.shape[0]}, {self.num_classes}): the artifact's metadata does not match its graph"
+            )
+        return np.asarray(out, dtype=np.float32)
+
+    def predict(self, images: ImageBatch, top_k: int = 5, batch_size: int | None = None) -> Prediction:
+        """Classify images; returns the ``top_k`` classes of each, best first."""
+        logits = self.logits(images, batch_size)
+        k = max(1, min(top_k, self.num_classes))
+        probs = softmax(logits.astype(np.float32, copy=True))
+        idx = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+        top = np.take_along_axis(probs, idx, axis=1)
+        labels = [[self.class_names[i] for i in row] for row in idx]
+        return Prediction(indices=idx.astype(np.int64), probs=top, labels=labels, logits=logits)
+
+    def _batch_size(self, batch_size: int | None) -> int:
+        if batch_size is None:
+            return self.batch_size
+        if batch_size < 1:
+            raise InputError(f"batch_size must be at least 1, got {batch_size}")
+        return min(batch_size, self.runner.max_batch) if self.runner.max_batch else batch_size
+
+    def close(self) -> None:
+        self.runner.close()
+
+    def __enter__(self) -> Model:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
