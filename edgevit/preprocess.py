@@ -67,7 +67,9 @@ class Preprocess:
                 std=tuple(data["std"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
-            raise ArtifactError(f"preprocessing record is incomplete or malformed ({exc}); re-export the model") from exc
+            raise ArtifactError(
+                f"preprocessing record is incomplete or malformed ({exc}); re-export the model"
+            ) from exc
 
     # -- the transform -----------------------------------------------------------
     @property
@@ -81,9 +83,7 @@ class Preprocess:
                 return images  # already a batch at model size: nothing to copy
             images = list(images)
         elif isinstance(images, np.ndarray) and images.ndim in (2, 3):
-            raise InputError(
-                f"got one array of shape {images.shape}; pass a list of images or an N x H x W x C batch"
-            )
+            raise InputError(f"got one array of shape {images.shape}; pass a list of images or an N x H x W x C batch")
         if len(images) == 0:
             raise InputError("got an empty list of images; pass at least one")
         out = np.empty((len(images), self.size, self.size, self.channels), dtype=np.uint8)
@@ -101,7 +101,11 @@ class Preprocess:
         if img.ndim != 3 or img.shape[0] == 0 or img.shape[1] == 0:
             raise InputError(f"image {index} has shape {img.shape}; expected H x W or H x W x C")
         if img.shape[2] != self.channels:
-            hint = "cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)" if self.channels == 1 else "cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)"
+            hint = (
+                "cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)"
+                if self.channels == 1
+                else "cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)"
+            )
             raise InputError(
                 f"image {index} has {img.shape[2]} channels but the model expects {self.channels}; convert it first ({hint})"
             )

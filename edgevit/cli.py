@@ -1,0 +1,315 @@
+"""``edgevit <command>``: the command line.
+
+Library code raises :class:`~edgevit.errors.EdgeVitError`; here it becomes one line on
+stderr and exit code 2 (a failed validation gate exits with 1). Commands that only run
+models (``validate``, ``predict``, ``info``, ``camera``, ``build``) never import torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from edgevit import __version__
+from edgevit.errors import EdgeVitError, GateError
+
+
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# -- train ---------------------------------------------------------------------------
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    from edgevit.train import TrainConfig
+
+    d = TrainConfig()
+    p.add_argument("--data", default=d.data, help="'digits' (built in) or an image folder, one sub-folder per class")
+    p.add_argument("--preset", default=d.preset, help="model size: nano (8-32 px) or tiny (DeiT-Tiny, 224 px)")
+    p.add_argument("--img-size", type=int, default=None, help="model input side (default: the data's)")
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    p.add_argument("--warmup-epochs", type=int, default=d.warmup_epochs)
+    p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
+    p.add_argument("--no-augment", action="store_true", help="turn off random shifts")
+    p.add_argument("--hflip", action="store_true", help="random horizontal flips (photos, not digits or text)")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
+
+
+def _train_config(args: argparse.Namespace):
+    from edgevit.train import TrainConfig
+
+    return TrainConfig(
+        data=args.data,
+        preset=args.preset,
+        img_size=args.img_size,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        warmup_epochs=args.warmup_epochs,
+        label_smoothing=args.label_smoothing,
+        augment=not args.no_augment,
+        hflip=args.hflip,
+        seed=args.seed,
+        threads=args.threads,
+    )
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from edgevit.train import train
+
+    out = Path(args.out or f"runs/{Path(str(args.data)).name}-{args.preset}")
+    result = train(_train_config(args), out, resume=args.resume, progress=not args.quiet)
+    m = result.metrics
+    print(
+        f"best epoch {m['best_epoch'] + 1}: val top-1 {100 * m['val_acc']:.2f}%, test top-1 {100 * m['test_acc']:.2f}% "
+        f"({m['train_time_s']:.0f} s) -> {result.checkpoint}"
+    )
+    return 0
+
+
+# -- export / quantize ---------------------------------------------------------------
+def cmd_export(args: argparse.Namespace) -> int:
+    from edgevit.export import export_onnx
+
+    ckpt = Path(args.checkpoint)
+    out = Path(args.output) if args.output else ckpt.with_name("model.onnx")
+    r = export_onnx(ckpt, out, opset=args.opset, data=args.data, tolerance=args.tolerance)
+    print(
+        f"{r.path}: opset {r.opset}, ONNX Runtime vs PyTorch max abs logit diff {r.max_abs_diff:.2e} on {r.num_images} images"
+    )
+    return 0
+
+
+def _add_quant_args(p: argparse.ArgumentParser) -> None:
+    from edgevit.quantize import METHODS, QuantizeConfig
+
+    d = QuantizeConfig()
+    p.add_argument("--method", choices=METHODS, default=d.method, help="calibration method")
+    p.add_argument("--percentile", type=float, default=d.percentile, help="for --method percentile")
+    p.add_argument("--num-images", type=int, default=d.num_images, help="calibration images from the training split")
+    p.add_argument("--calib-seed", type=int, default=d.seed, help="which training images calibrate")
+    p.add_argument("--calib-dir", default="calib", help="where calibration tables and TensorRT caches go")
+
+
+def _quant_config(args: argparse.Namespace):
+    from edgevit.quantize import QuantizeConfig
+
+    return QuantizeConfig(
+        method=args.method, percentile=args.percentile, num_images=args.num_images, seed=args.calib_seed
+    )
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from edgevit.quantize import quantize_onnx
+
+    r = quantize_onnx(
+        args.model,
+        args.output,
+        _quant_config(args),
+        calib_dir=args.calib_dir,
+        data=args.data,
+        calib_table=args.calib_table,
+        progress=not args.quiet,
+    )
+    s = r.summary
+    print(
+        f"{r.path}: {s['quantized_ops']}/{s['weighted_ops']} MatMul/Gemm/Conv in INT8 "
+        f"({r.table.method}, {r.table.num_images} images); table {r.table_path}, TensorRT cache {r.cache_path}"
+    )
+    return 0
+
+
+# -- validate / predict / info -----------------------------------------------------------
+def cmd_validate(args: argparse.Namespace) -> int:
+    from edgevit import runtime
+    from edgevit.data import load_dataset
+    from edgevit.validate import validate
+
+    with runtime.load(args.reference) as ref, runtime.load(args.candidate) as cand:
+        cfg = ref.info.model_config
+        source = args.data or ref.info.data
+        ds = load_dataset(source, size=cfg.img_size, channels=cfg.in_chans)
+        split = ds.split(args.split)
+        images, labels = split.images, split.labels
+        if args.limit:
+            images, labels = images[: args.limit], labels[: args.limit]
+        report = validate(
+            ref,
+            cand,
+            images,
+            labels,
+            f"{ds.source}:{args.split}",
+            max_drop=args.max_drop,
+            min_agreement=args.min_agreement,
+        )
+    out_dir = Path(args.out) if args.out else Path(args.candidate).parent
+    json_path, md_path = report.save(out_dir, stem=args.stem)
+    print(report.to_markdown() if not args.quiet else "", end="")
+    print(f"report: {md_path} and {json_path}")
+    if not report.passed:
+        raise GateError("validation failed: " + "; ".join(report.failures))
+    return 0
+
+
+def _read_image(path: Path, channels: int):
+    import cv2
+    import numpy as np
+
+    from edgevit.errors import InputError
+
+    data = np.fromfile(str(path), dtype=np.uint8) if path.is_file() else None
+    if data is None:
+        raise InputError(f"image {path} does not exist")
+    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if img is None:
+        raise InputError(f"{path} is not a readable image; check the file")
+    if img.dtype != np.uint8:
+        img = cv2.convertScaleAbs(img, alpha=255.0 / max(1, int(img.max())))
+    if img.ndim == 3 and img.shape[2] == 4:
+        img = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
+    if channels == 1:
+        return img if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+    return cv2.cvtColor(img, cv2.COLOR_GRAY2RGB) if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from edgevit import runtime
+
+    with runtime.load(args.model, provider=args.provider) as model:
+        images = [_read_image(Path(p), model.preprocess.channels) for p in args.images]
+        pred = model.predict(images, top_k=args.top_k)
+    for path, rec in zip(args.images, pred.to_records(), strict=True):
+        if args.json:
+            print(json.dumps({"image": path, **rec}))
+        else:
+            tops = ", ".join(f"{t['label']} {100 * t['prob']:.1f}%" for t in rec["top_k"])
+            print(f"{path}: {tops}")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from edgevit.artifacts import read_onnx_info
+
+    print(json.dumps(read_onnx_info(args.artifact).to_json_dict(), indent=2))
+    return 0
+
+
+# -- pipeline ------------------------------------------------------------------------------
+def cmd_pipeline(args: argparse.Namespace) -> int:
+    from edgevit.pipeline import run_pipeline
+
+    out = Path(args.out or f"runs/{Path(str(args.data)).name}-{args.preset}")
+    result = run_pipeline(
+        out,
+        _train_config(args),
+        _quant_config(args),
+        calib_dir=args.calib_dir,
+        max_drop=args.max_drop,
+        min_agreement=args.min_agreement,
+        progress=not args.quiet,
+        log=None if args.quiet else _say,
+    )
+    print(result.table())
+    print(f"artifacts in {result.run_dir} (summary.json, validation.md, training_curve.png)")
+    if not result.summary["passed"]:
+        raise GateError("pipeline validation failed: " + "; ".join(result.summary["failures"]))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edgevit", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"edgevit {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("pipeline", help="train -> export -> quantize -> validate on the built-in data, with a summary")
+    _add_train_args(p)
+    _add_quant_args(p)
+    p.add_argument("--out", help="run folder (default runs/<data>-<preset>)")
+    p.add_argument("--max-drop", type=float, default=1.0)
+    p.add_argument("--min-agreement", type=float, default=98.0)
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=cmd_pipeline)
+
+    p = sub.add_parser("train", help="train a ViT classifier")
+    _add_train_args(p)
+    p.add_argument("--out", help="run folder (default runs/<data>-<preset>)")
+    p.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("export", help="checkpoint -> FP32 ONNX, verified against PyTorch")
+    p.add_argument("checkpoint")
+    p.add_argument("-o", "--output", help="ONNX path (default: model.onnx next to the checkpoint)")
+    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--data", help="verification images (default: the training data)")
+    p.add_argument("--tolerance", type=float, default=1e-3, help="largest allowed abs logit difference")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("quantize", help="FP32 ONNX -> INT8 Q/DQ ONNX + calibration table + TensorRT cache")
+    p.add_argument("model")
+    p.add_argument("-o", "--output", help="INT8 path (default: <model>.int8.onnx)")
+    _add_quant_args(p)
+    p.add_argument("--calib-table", help="reuse this calibration table instead of calibrating")
+    p.add_argument("--data", help="calibration images (default: the training data)")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=cmd_quantize)
+
+    p = sub.add_parser("validate", help="compare a candidate (INT8) with a reference (FP32) on held-out images")
+    p.add_argument("reference")
+    p.add_argument("candidate")
+    p.add_argument("--data", help="images (default: the data the reference was trained on)")
+    p.add_argument("--split", default="test", choices=("train", "val", "test"))
+    p.add_argument("--limit", type=int, default=None, help="use only the first N images")
+    p.add_argument("--max-drop", type=float, default=1.0, help="gate: largest top-1 drop in points")
+    p.add_argument("--min-agreement", type=float, default=98.0, help="gate: smallest top-1 agreement in percent")
+    p.add_argument("--out", help="report folder (default: the candidate's folder)")
+    p.add_argument("--stem", default="validation", help="report file name stem")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("predict", help="classify image files")
+    p.add_argument("model")
+    p.add_argument("images", nargs="+")
+    p.add_argument("--top-k", type=int, default=3)
+    p.add_argument("--provider", default="cpu", help="ONNX Runtime provider: cpu, cuda, tensorrt")
+    p.add_argument("--json", action="store_true", help="one JSON line per image")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("info", help="print an ONNX artifact's edgevit metadata")
+    p.add_argument("artifact")
+    p.set_defaults(func=cmd_info)
+
+    for module in ("edgevit.engine.cli", "edgevit.stream.cli"):
+        try:
+            register = __import__(module, fromlist=["register"]).register
+        except ImportError:
+            continue
+        register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except GateError as exc:
+        print(f"edgevit: {exc}", file=sys.stderr)
+        return 1
+    except EdgeVitError as exc:
+        print(f"edgevit: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("edgevit: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
