@@ -1,0 +1,289 @@
+"""``edgevit camera``: run a model on cameras, streams, files or folders.
+
+Registered into the main CLI with :func:`register`; also runnable alone as
+``python -m edgevit.stream.cli camera ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any, TextIO
+
+from edgevit.errors import EdgeVitError, InputError
+
+DEFAULT_RUNS = Path("runs")
+EXAMPLES = """\
+examples:
+  edgevit camera synthetic://                          test pattern, status line only
+  edgevit camera video.mp4 --sink out.mp4 --sink jsonl://r.jsonl
+  edgevit camera csi://0 --width 1280 --height 720 --sink display://0     Jetson CSI camera
+  edgevit camera /dev/video0 --model runs/digits-nano/model.int8.onnx    USB camera
+  edgevit camera rtsp://cam.local:554/stream --rtsp-latency 100 --sink - | jq .top_k[0]
+"""
+
+
+def register(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the ``camera`` subcommand to an ``argparse`` subparsers object."""
+    p = subparsers.add_parser(
+        "camera",
+        help="classify frames from cameras, streams, videos or image folders",
+        description="Classify frames from cameras, network streams, video files or image folders with an "
+        "edgevit artifact. Live sources keep only their latest frame (bounded latency); files lose none.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "sources",
+        nargs="+",
+        metavar="SOURCE",
+        help="csi://N, v4l2:///dev/videoN, /dev/videoN, N, rtsp://..., a video or image file, "
+        "a folder, a glob, or synthetic:// (several allowed)",
+    )
+    p.add_argument(
+        "--model",
+        "-m",
+        type=Path,
+        default=None,
+        help="artifact to run (.onnx or .engine; default: the newest under runs/, engines first)",
+    )
+    p.add_argument(
+        "--sink",
+        "-o",
+        action="append",
+        default=[],
+        metavar="URI",
+        help="display://0, a video file (out.mp4), jsonl://path or - for stdout; repeatable "
+        "(default: display://0 when a display is available)",
+    )
+    p.add_argument("--headless", action="store_true", help="never open a window")
+    p.add_argument(
+        "--batch",
+        type=int,
+        default=None,
+        help="frames per inference call (default: 8 for files, the number of sources for live sources)",
+    )
+    p.add_argument("--max-wait-ms", type=float, default=5.0, help="longest a frame waits for its batch to fill")
+    p.add_argument("--top-k", type=int, default=5, help="classes reported per frame (default 5)")
+    p.add_argument("--width", type=int, default=None, help="capture width for cameras and synthetic://")
+    p.add_argument("--height", type=int, default=None, help="capture height for cameras and synthetic://")
+    p.add_argument("--fps", type=float, default=None, help="capture frame rate for cameras and synthetic://")
+    p.add_argument("--flip", type=int, default=None, help="CSI camera flip-method 0-7 (2: rotate 180)")
+    p.add_argument(
+        "--rtsp-latency", type=int, default=None, metavar="MS", help="RTSP jitter buffer in ms (GStreamer; default 200)"
+    )
+    p.add_argument("--queue-size", type=int, default=1, help="frames kept per live source (default 1: the latest)")
+    p.add_argument(
+        "--stall-timeout",
+        type=float,
+        default=5.0,
+        help="seconds without a frame before a live source is reopened (default 5)",
+    )
+    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    p.add_argument("--max-frames", type=int, default=None, help="stop after this many results")
+    p.add_argument("--stats", type=Path, default=None, help="write the summary as JSON to this file")
+    p.add_argument(
+        "--provider",
+        default="cpu",
+        choices=["cpu", "cuda", "tensorrt"],
+        help="ONNX Runtime execution provider (default cpu)",
+    )
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for ONNX Runtime")
+    p.add_argument("--quiet", "-q", action="store_true", help="no status line, progress bar or event lines")
+    p.set_defaults(func=handler)
+    return p
+
+
+def find_default_model(runs: Path = DEFAULT_RUNS) -> Path:
+    """The newest engine under ``runs/``, else the newest INT8 ONNX, else the newest ONNX."""
+    for pattern in ("*.engine", "*.plan", "*int8*.onnx", "*.onnx"):
+        found = sorted(runs.rglob(pattern), key=lambda p: p.stat().st_mtime) if runs.is_dir() else []
+        if found:
+            return found[-1]
+    raise InputError(
+        f"no model given and none found under {runs}/; pass --model PATH (.onnx or .engine), "
+        "or train and export one first (see README)"
+    )
+
+
+class _Reporter:
+    """Status line, progress bar for files, event lines; all on stderr."""
+
+    def __init__(self, stream: Any, quiet: bool, out: TextIO = sys.stderr):
+        self.stream = stream
+        self.quiet = quiet
+        self.out = out
+        self.tty = out.isatty()
+        self.bar: Any = None
+        self.last = 0.0
+        self.interval = 0.5 if self.tty else 5.0
+        self.line_len = 0
+
+    def start(self) -> None:
+        self.last = time.monotonic()
+        if self.quiet:
+            return
+        sources = self.stream.sources
+        if not any(s.live for s in sources) and all(s.total for s in sources):
+            from tqdm import tqdm
+
+            self.bar = tqdm(
+                total=sum(s.total for s in sources),
+                unit="frame",
+                file=self.out,
+                dynamic_ncols=True,
+                mininterval=0.5,
+                leave=True,
+            )
+
+    def event(self, ev: Any) -> None:
+        if ev.kind == "ended" and not any(s.live and s.uri == ev.source for s in self.stream.sources):
+            return  # a file ending is the normal end, not news
+        if not self.quiet:
+            self.write(f"{ev.source}: {ev.kind}: {ev.message}")
+
+    def write(self, line: str) -> None:
+        if self.bar is not None:
+            self.bar.write(line, file=self.out)
+            return
+        if self.line_len:
+            self.out.write("\r" + " " * self.line_len + "\r")
+            self.line_len = 0
+        self.out.write(line + "\n")
+        self.out.flush()
+
+    def result(self, n: int = 1) -> None:
+        if self.quiet:
+            return
+        now = time.monotonic()
+        if self.bar is not None:
+            self.bar.update(n)
+        if now - self.last < self.interval:
+            return
+        self.last = now
+        self.status()
+
+    def status(self) -> None:
+        line = self.stream.stats.status_line()
+        if self.bar is not None:
+            self.bar.set_postfix_str(line, refresh=False)
+        elif self.tty:
+            pad = max(0, self.line_len - len(line))
+            self.out.write("\r" + line + " " * pad)
+            self.out.flush()
+            self.line_len = len(line)
+        else:
+            self.out.write(line + "\n")
+            self.out.flush()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        elif self.line_len:
+            self.out.write("\n")
+            self.out.flush()
+
+
+def handler(args: argparse.Namespace) -> int:
+    """Run ``edgevit camera``; returns the exit code (0 also after Ctrl-C / SIGTERM)."""
+    from edgevit import runtime
+    from edgevit.artifacts import write_json_atomic
+    from edgevit.stream.loop import Stream
+    from edgevit.stream.sinks import display_problem
+
+    sinks = list(args.sink)
+    if args.headless and any(s.startswith("display://") for s in sinks):
+        raise InputError("--headless and --sink display://... contradict each other; drop one")
+    note = ""
+    if not sinks and not args.headless:
+        problem = display_problem()
+        if problem:
+            reason = problem.split(";")[0].split(":")[0]
+            note = f"{reason}: running headless (add --sink out.mp4 or --sink jsonl://r.jsonl to keep results)"
+        else:
+            sinks = ["display://0"]
+    model_path = args.model or find_default_model()
+    to_stdout = any(s in ("-", "jsonl://-") for s in sinks)
+    source_options = {
+        "width": args.width,
+        "height": args.height,
+        "fps": args.fps,
+        "flip": args.flip,
+        "latency_ms": args.rtsp_latency,
+    }
+
+    model = runtime.load(model_path, provider=args.provider, threads=args.threads)
+    try:
+        stream = Stream(
+            model,
+            args.sources,
+            sinks,
+            batch=args.batch,
+            max_wait_ms=args.max_wait_ms,
+            top_k=args.top_k,
+            queue_size=args.queue_size,
+            stall_timeout=args.stall_timeout,
+            max_frames=args.max_frames,
+            duration=args.duration,
+            source_options=source_options,
+        )
+        reporter = _Reporter(stream, args.quiet)
+        stream.on_event = reporter.event
+        signals = {}
+
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            if stream.stopping and signum == signal.SIGINT:
+                raise KeyboardInterrupt  # second Ctrl-C: stop now (sinks are still closed)
+            stream.stats.stopped_by = signal.Signals(signum).name
+            stream.stop()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signals[sig] = signal.signal(sig, on_signal)
+        try:
+            with stream:
+                if note and not args.quiet:
+                    print(note, file=sys.stderr)
+                if not args.quiet:
+                    print(
+                        f"edgevit camera: {model_path} ({model.backend}), batch {stream.batch}, "
+                        f"sources: {', '.join(s.uri for s in stream.sources)}",
+                        file=sys.stderr,
+                    )
+                reporter.start()
+                for _ in stream:
+                    reporter.result()
+        finally:
+            for sig, previous in signals.items():
+                signal.signal(sig, previous)
+            reporter.close()
+    finally:
+        model.close()
+
+    summary = stream.stats.summary()
+    summary["model"] = str(model_path)
+    summary["backend"] = model.backend
+    if args.stats is not None:
+        write_json_atomic(args.stats, summary)
+    if not args.quiet:
+        print(stream.stats.format_summary(), file=sys.stderr if to_stdout else sys.stdout)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone entry point: ``python -m edgevit.stream.cli camera SOURCE ...``."""
+    parser = argparse.ArgumentParser(prog="edgevit")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except EdgeVitError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
