@@ -23,7 +23,7 @@ def _say(msg: str) -> None:
 
 # -- train ---------------------------------------------------------------------------
 def _add_train_args(p: argparse.ArgumentParser) -> None:
-    from edgevit.train import TrainConfig
+    from edgevit.config import TrainConfig
 
     d = TrainConfig()
     p.add_argument("--data", default=d.data, help="'digits' (built in) or an image folder, one sub-folder per class")
@@ -42,7 +42,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
 
 
 def _train_config(args: argparse.Namespace):
-    from edgevit.train import TrainConfig
+    from edgevit.config import TrainConfig
 
     return TrainConfig(
         data=args.data,

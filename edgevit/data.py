@@ -19,9 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
+from edgevit.config import BUILTIN_DATA
 from edgevit.errors import DataError
 
-BUILTIN = "digits"
+BUILTIN = BUILTIN_DATA
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
 SPLIT_SEED = 0  # fixed: the split must not move when the training seed does
 SPLITS = ("train", "val", "test")

@@ -3,7 +3,6 @@ summary of accuracy, agreement, sizes and speed of the FP32 and INT8 models."""
 
 from __future__ import annotations
 
-import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ import numpy as np
 
 from edgevit.artifacts import write_json_atomic, write_text_atomic
 from edgevit.quantize import QuantizeConfig
+from edgevit.sysinfo import describe_machine
 from edgevit.train import TrainConfig
 
 
@@ -102,7 +102,7 @@ def run_pipeline(
         "run_dir": str(run_dir),
         "data": ds.source,
         "preset": train_cfg.preset,
-        "machine": f"{platform.machine()} {platform.processor() or ''} ({_cpu_count()} cores)".replace("  ", " "),
+        "machine": describe_machine(),
         "test_images": report.num_images,
         "fp32_top1": report.reference.top1,
         "int8_top1": report.candidate.top1,
@@ -132,12 +132,6 @@ def run_pipeline(
     write_json_atomic(run_dir / "summary.json", summary)
     write_text_atomic(run_dir / "summary.md", summary_table(summary) + "\n")
     return PipelineResult(run_dir, summary)
-
-
-def _cpu_count() -> int:
-    import os
-
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def summary_table(s: dict[str, Any]) -> str:

@@ -48,7 +48,9 @@ class QuantizeConfig:
         method: ``max`` (observed absolute maximum), ``percentile`` (clip the tail of
             the absolute-value histogram) or ``entropy`` (KL-divergence threshold).
         percentile: for ``percentile``: the share of |values| kept unclipped.
-        num_bins: histogram bins for ``percentile`` and ``entropy``.
+        num_bins: histogram bins for ``percentile`` (default 2048) and ``entropy``
+            (default 512: ONNX Runtime's KL search is quadratic in the bins; 2048 bins
+            took 63 s against 8.5 s for the nano model's 154 tensors on 2 cores).
         num_images: calibration images, drawn from the training split (never val/test);
             the whole split when it is smaller.
         batch_size: images per calibration batch.
@@ -58,7 +60,7 @@ class QuantizeConfig:
 
     method: str = "percentile"
     percentile: float = 99.99
-    num_bins: int = 2048
+    num_bins: int | None = None
     num_images: int = DEFAULT_NUM_IMAGES
     batch_size: int = 32
     seed: int = 0
@@ -75,12 +77,18 @@ class QuantizeConfig:
         if bad:
             raise EdgeVitError(f"only {WEIGHTED_OPS} may be quantized (TensorRT policy), not {sorted(bad)}")
 
+    @property
+    def bins(self) -> int:
+        if self.num_bins is not None:
+            return self.num_bins
+        return 512 if self.method == "entropy" else 2048
+
     def settings(self) -> dict[str, Any]:
         s: dict[str, Any] = {"seed": self.seed, "batch_size": self.batch_size, "op_types": list(self.op_types)}
         if self.method == "percentile":
             s["percentile"] = self.percentile
         if self.method in ("percentile", "entropy"):
-            s["num_bins"] = self.num_bins
+            s["num_bins"] = self.bins
         return s
 
 
@@ -171,9 +179,9 @@ def calibrate(
     }
     extra: dict[str, Any] = {"symmetric": True}
     if cfg.method == "percentile":
-        extra.update(percentile=cfg.percentile, num_bins=cfg.num_bins)
+        extra.update(percentile=cfg.percentile, num_bins=cfg.bins)
     elif cfg.method == "entropy":
-        extra.update(num_bins=cfg.num_bins, num_quantized_bins=128)
+        extra.update(num_bins=cfg.bins, num_quantized_bins=128)
     model = onnx.load(str(model_path))
     input_name = model.graph.input[0].name
     consumers_of: dict[str, set[str]] = {}
