@@ -27,16 +27,21 @@ def load(
     provider: str = "cpu",
     batch_size: int = 32,
     threads: int | None = None,
+    precision: str = "default",
 ) -> Model:
     """Load an artifact and return a :class:`Model` with ``predict``.
 
     Args:
         path: an ``.onnx`` model (FP32 or INT8 Q/DQ) or a TensorRT ``.engine``/``.plan``
             with its manifest beside it.
-        backend: ``auto`` (by file type), ``onnxruntime`` or ``tensorrt``.
+        backend: ``auto`` (by file type), ``onnxruntime``, ``openvino`` (x86 CPUs; the same
+            ``.onnx`` file; needs ``pip install 'edgevit[openvino]'``) or ``tensorrt``.
         provider: ONNX Runtime execution provider: ``cpu``, ``cuda`` or ``tensorrt``.
         batch_size: largest batch sent to the backend at once.
-        threads: CPU threads for ONNX Runtime (``None``: all cores).
+        threads: CPU threads for ONNX Runtime or OpenVINO (``None``: all cores).
+        precision: OpenVINO's inference precision hint: ``default`` (OpenVINO's choice,
+            BF16 on CPUs with BF16 units), ``f32``, ``bf16`` or ``f16``. The precision in
+            use is in ``model.backend``. Other backends take only ``default``.
     """
     path = Path(path)
     if not path.exists():
@@ -49,6 +54,16 @@ def load(
             backend = "tensorrt"
         else:
             raise ArtifactError(f"{path}: unknown artifact type {suffix!r}; expected .onnx, .engine or .plan")
+    if precision != "default" and backend != "openvino":
+        raise BackendError(f"precision={precision!r} is an OpenVINO setting; use backend='openvino' or leave it out")
+    if backend == "openvino":
+        if suffix not in ONNX_SUFFIXES:
+            raise ArtifactError(f"{path}: the OpenVINO backend loads .onnx models, not {suffix!r}")
+        from edgevit.runtime.openvino_backend import OpenVinoRunner
+
+        info = read_onnx_info(path)
+        runner = OpenVinoRunner(path, precision=precision, threads=threads)
+        return Model(runner, info, path=path, batch_size=batch_size)
     if backend == "onnxruntime":
         from edgevit.runtime.ort_backend import OnnxRuntimeRunner
 
@@ -61,4 +76,4 @@ def load(
         except ImportError as exc:  # pragma: no cover - depends on the install
             raise BackendError(f"the TensorRT backend is not available in this edgevit install ({exc})") from exc
         return load_engine(path, batch_size=batch_size)
-    raise BackendError(f"unknown backend {backend!r}; choose auto, onnxruntime or tensorrt")
+    raise BackendError(f"unknown backend {backend!r}; choose auto, onnxruntime, openvino or tensorrt")

@@ -1,0 +1,154 @@
+"""Models the benchmark builds for comparison, from the FP32 ONNX artifact it was given:
+
+* ``ort_default_int8``: what ONNX Runtime's own ``quantize_static`` writes with every
+  default (QDQ format, s8s8, per-tensor weights, Q/DQ on every op type it knows);
+* ``policy_variant``: edgevit's INT8 policy (symmetric, per-channel weights, Q/DQ on
+  MatMul/Gemm/Conv inputs only) changed in one respect, to measure whether another Q/DQ
+  placement or type is faster on this CPU:
+
+  - ``noattn``: the two attention batch matmuls stay in floating point;
+  - ``u8act``: activations asymmetric uint8 (weights still symmetric int8 per channel),
+    the u8s8 form x86 integer kernels take natively; TensorRT rejects it, so it could
+    only ever be a CPU-only artifact.
+
+  The benchmark only measures these; the default policy lives in :mod:`edgevit.quantize`.
+
+Calibration uses a few random uint8 images: these models exist to be timed, not to be
+accurate, and the benchmark says so in its output.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgevit.artifacts import ArtifactInfo, atomic_output, read_onnx_info
+from edgevit.preprocess import Preprocess
+
+VARIANTS = ("noattn", "u8act")  # policy variants the benchmark knows how to build
+
+
+def random_images(preprocess: Preprocess, n: int, seed: int = 0) -> np.ndarray:
+    """``n`` random uint8 images at the model's input size."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, size=(n, preprocess.size, preprocess.size, preprocess.channels), dtype=np.uint8)
+
+
+class _Reader:
+    """ONNX Runtime calibration reader over preprocessed batches."""
+
+    def __init__(self, batches: list[dict[str, np.ndarray]]):
+        self._it: Iterator[dict[str, np.ndarray]] = iter(batches)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._it, None)
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """ONNX Runtime's quantizer prints and logs warnings; library code stays silent."""
+    logger = logging.getLogger("root")
+    previous = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        logger.setLevel(previous)
+
+
+def _write_with_metadata(proto: Any, info: ArtifactInfo, out_path: Path) -> None:
+    import onnx
+
+    del proto.metadata_props[:]
+    for key, value in info.to_metadata().items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    with atomic_output(out_path) as tmp:
+        onnx.save_model(proto, str(tmp))
+
+
+def _batches(fp32_path: Path, info: ArtifactInfo, images: np.ndarray, batch: int = 8) -> list[dict[str, np.ndarray]]:
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(fp32_path), providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    return [{name: info.preprocess(images[i : i + batch])} for i in range(0, len(images), batch)]
+
+
+def ort_default_int8(fp32_path: str | Path, out_path: str | Path, images: np.ndarray) -> Path:
+    """Quantize with ``onnxruntime.quantization.quantize_static`` and all its defaults."""
+    import onnx
+    from onnxruntime.quantization import quantize_static
+
+    fp32_path, out_path = Path(fp32_path), Path(out_path)
+    info = read_onnx_info(fp32_path)
+    with tempfile.TemporaryDirectory(prefix="edgevit-bench-") as tmp, _quiet():
+        raw = Path(tmp) / "ort_default.onnx"
+        quantize_static(str(fp32_path), str(raw), _Reader(_batches(fp32_path, info, images)))
+        proto = onnx.load(str(raw))
+    info.precision = "int8"
+    info.extra["quantization"] = {
+        "by": "onnxruntime.quantization.quantize_static, all defaults",
+        "calibration": "random",
+    }
+    _write_with_metadata(proto, info, out_path)
+    return out_path
+
+
+def attention_matmuls(proto: Any) -> list[str]:
+    """Names of MatMul nodes whose two inputs are both activations (Q @ K^T and attn @ V)."""
+    inits = {t.name for t in proto.graph.initializer}
+    consts = {o for n in proto.graph.node if n.op_type == "Constant" for o in n.output}
+    return [
+        n.name
+        for n in proto.graph.node
+        if n.op_type == "MatMul" and not any(i in inits or i in consts for i in n.input[:2])
+    ]
+
+
+def policy_variant(fp32_path: str | Path, out_path: str | Path, images: np.ndarray, variant: str) -> Path:
+    """edgevit's Q/DQ policy changed as ``variant`` says (one of :data:`VARIANTS`)."""
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; choose one of {VARIANTS}")
+    fp32_path, out_path = Path(fp32_path), Path(out_path)
+    info = read_onnx_info(fp32_path)
+    nodes = attention_matmuls(onnx.load(str(fp32_path))) if variant == "noattn" else []
+    u8 = variant == "u8act"
+    extra = {
+        "ActivationSymmetric": not u8,
+        "WeightSymmetric": True,
+        "QuantizeBias": False,
+        "OpTypesToExcludeOutputQuantization": ["MatMul", "Gemm", "Conv"],
+        "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1},
+    }
+    with tempfile.TemporaryDirectory(prefix="edgevit-bench-") as tmp, _quiet():
+        raw = Path(tmp) / "variant.onnx"
+        quantize_static(
+            str(fp32_path),
+            str(raw),
+            _Reader(_batches(fp32_path, info, images)),
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=["MatMul", "Gemm", "Conv"],
+            per_channel=True,
+            activation_type=QuantType.QUInt8 if u8 else QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+            nodes_to_exclude=nodes,
+            calibrate_method=CalibrationMethod.MinMax,
+            extra_options=extra,
+        )
+        proto = onnx.load(str(raw))
+    info.precision = "int8"
+    info.extra["quantization"] = {"by": f"edgevit policy, variant {variant}", "nodes_left_fp32": len(nodes)}
+    _write_with_metadata(proto, info, out_path)
+    return out_path
