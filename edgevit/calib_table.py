@@ -37,13 +37,14 @@ class TensorRange:
     amax: float
     method: str
     quantized: bool = True  # False: calibrated (for the TensorRT cache) but left in float by our Q/DQ policy
+    candidates: dict[str, float] | None = None  # every method's bound from the same pass (method -> amax)
 
     @property
     def scale(self) -> float:
         return self.amax / INT8_MAX if self.amax > 0 else 1.0 / INT8_MAX
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d: dict[str, Any] = {
             "min": self.min,
             "max": self.max,
             "amax": self.amax,
@@ -51,6 +52,9 @@ class TensorRange:
             "method": self.method,
             "quantized": self.quantized,
         }
+        if self.candidates is not None:
+            d["candidates"] = dict(self.candidates)
+        return d
 
 
 @dataclass
@@ -59,11 +63,15 @@ class CalibrationTable:
 
     Args:
         model_sha256: sha256 of the FP32 ONNX the ranges were measured on.
-        method: calibration method (``max``, ``percentile``, ``entropy``).
+        method: calibration method (``max``, ``percentile``, ``entropy``, ``mse``, ``auto``).
         num_images: how many calibration images were used.
         image_source: where they came from (``digits:train`` or a folder).
         tensors: tensor name -> :class:`TensorRange`.
         settings: method parameters (percentile, bins, seed, ...).
+        transforms: offline graph edits the ranges were measured after, re-applied by
+            ``quantize`` (``smoothquant``: per-channel scales; ``bias_correction``: input means).
+        float_layers: MatMul/Gemm/Conv nodes left without Q/DQ (FP16 on the device).
+        sensitivity: the per-layer scan and the fallback choice (``--budget``).
     """
 
     model_sha256: str
@@ -73,9 +81,12 @@ class CalibrationTable:
     tensors: dict[str, TensorRange]
     settings: dict[str, Any] = field(default_factory=dict)
     model_name: str = ""
+    transforms: dict[str, Any] = field(default_factory=dict)
+    float_layers: list[str] = field(default_factory=list)
+    sensitivity: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d: dict[str, Any] = {
             "format": TABLE_FORMAT,
             "model_name": self.model_name,
             "model_sha256": self.model_sha256,
@@ -85,6 +96,13 @@ class CalibrationTable:
             "settings": self.settings,
             "tensors": {name: r.to_dict() for name, r in self.tensors.items()},
         }
+        if self.transforms:
+            d["transforms"] = self.transforms
+        if self.float_layers:
+            d["float_layers"] = list(self.float_layers)
+        if self.sensitivity is not None:
+            d["sensitivity"] = self.sensitivity
+        return d
 
     def save(self, path: str | Path) -> None:
         write_json_atomic(path, self.to_dict())
@@ -102,6 +120,7 @@ class CalibrationTable:
                     amax=float(t["amax"]),
                     method=str(t.get("method", data["method"])),
                     quantized=bool(t.get("quantized", True)),
+                    candidates={str(k): float(v) for k, v in t["candidates"].items()} if t.get("candidates") else None,
                 )
                 for name, t in data["tensors"].items()
             }
@@ -113,6 +132,9 @@ class CalibrationTable:
                 tensors=tensors,
                 settings=dict(data.get("settings") or {}),
                 model_name=str(data.get("model_name", "")),
+                transforms=dict(data.get("transforms") or {}),
+                float_layers=[str(n) for n in data.get("float_layers") or []],
+                sensitivity=data.get("sensitivity"),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ArtifactError(f"calibration table {path} is malformed ({exc}); recalibrate") from exc
@@ -128,8 +150,11 @@ class CalibrationTable:
     # -- TensorRT calibration cache --------------------------------------------------
     def to_trt_cache(self, tag: str = DEFAULT_TRT_TAG) -> str:
         lines = [tag]
+        # the implicit path runs the original FP32 model: smoothed tensors get their own range
+        original = (self.transforms.get("smoothquant") or {}).get("original_amax") or {}
         for name, r in self.tensors.items():
-            lines.append(f"{name}: {float_to_hex(r.scale)}")
+            scale = float(original[name]) / INT8_MAX if name in original else r.scale
+            lines.append(f"{name}: {float_to_hex(scale)}")
         return "\n".join(lines) + "\n"
 
     def save_trt_cache(self, path: str | Path, tag: str = DEFAULT_TRT_TAG) -> None:

@@ -1,0 +1,145 @@
+"""One-pass calibration statistics and the range methods derived from them."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import numpy as np
+import pytest
+
+from edgevit.calib_stats import RANGE_METHODS, TensorStats, entropy_amax, mse_amax, percentile_amax
+from edgevit.calib_table import CalibrationTable, TensorRange
+from edgevit.errors import DataError
+from edgevit.quantize import QuantizeConfig, calibrate, calibration_indices, check_images
+
+
+def test_streaming_histogram_equals_one_shot_and_stays_bounded():
+    rng = np.random.default_rng(0)
+    # growing scales force several range doublings
+    batches = [rng.standard_normal(5000).astype(np.float32) * s for s in (0.1, 1.0, 3.0, 40.0)]
+    st = TensorStats(bins=512)
+    for b in batches:
+        st.update(b)
+        assert st.hist is not None and st.hist.shape == (512,)  # memory does not grow
+    allx = np.abs(np.concatenate(batches))
+    ref, _ = np.histogram(allx, bins=512, range=(0.0, st.hist_max))
+    assert st.hist.sum() == allx.size
+    assert np.abs(st.hist - ref).sum() <= 4  # only float rounding at bin edges may differ
+    assert st.amax == pytest.approx(float(allx.max()))
+    assert st.min == pytest.approx(float(np.concatenate(batches).min()))
+
+
+def test_percentile_and_mse_match_brute_force():
+    rng = np.random.default_rng(1)
+    x = rng.laplace(size=200_000).astype(np.float32)
+    st = TensorStats(bins=2048)
+    for chunk in np.array_split(x, 7):
+        st.update(chunk)
+    width = st.hist_max / st.bins
+    assert st.amax_for("max") == pytest.approx(float(np.abs(x).max()))
+    p = st.amax_for("percentile", 99.9)
+    assert abs(p - np.percentile(np.abs(x), 99.9)) <= 2 * width
+
+    def qmse(a: float) -> float:
+        s = a / 127.0
+        return float(np.mean((x - np.clip(np.rint(x / s), -127, 127) * s) ** 2))
+
+    a_mse = st.amax_for("mse")
+    grid = np.linspace(0.05, 1.0, 60) * st.amax
+    best = min(qmse(a) for a in grid)
+    assert qmse(a_mse) <= 1.05 * best  # the closed form finds the brute-force optimum
+    assert qmse(a_mse) < 0.7 * qmse(st.amax_for("max"))  # clipping a Laplace tail pays
+    for m in RANGE_METHODS:
+        assert 0 < st.amax_for(m) <= st.amax + 1e-6
+
+
+def _entropy_naive(hist: np.ndarray, width: float, levels: int = 128) -> float:
+    """The definition, one threshold at a time (the quadratic loop the vectorized code replaces)."""
+    h = hist.astype(np.float64)
+    total = h.sum()
+    best, best_i = np.inf, len(h)
+    for i in range(levels, len(h) + 1):
+        p = h[:i].copy()
+        p[-1] += h[i:].sum()
+        sliced = h[:i]
+        q = np.zeros(i)
+        edges = (i * np.arange(levels + 1)) // levels
+        for a, b in itertools.pairwise(edges):
+            nz = sliced[a:b] > 0
+            if nz.any():
+                q[a:b][nz] = sliced[a:b].sum() / nz.sum()
+        q = q / sliced.sum()
+        p = p / total
+        if p[-1] > 0 and q[-1] == 0:
+            q[-1] = 1e-4
+        m = p > 0
+        kl = float(np.sum(p[m] * np.log(p[m] / q[m])))
+        if kl < best - 1e-12:
+            best, best_i = kl, i
+    return best_i * width
+
+
+def test_vectorized_entropy_equals_the_definition():
+    rng = np.random.default_rng(2)
+    for data in (rng.standard_normal(50_000), rng.laplace(size=50_000), np.r_[rng.standard_normal(50_000), [30.0]]):
+        hist, edges = np.histogram(np.abs(data), bins=384)
+        w = edges[1] - edges[0]
+        assert entropy_amax(hist, w) == pytest.approx(_entropy_naive(hist, w))
+    hist = np.zeros(512, np.int64)
+    assert entropy_amax(hist, 1.0) == 512.0 and mse_amax(hist + 1, 1.0) > 0
+    assert percentile_amax(hist, 1.0, 99.0) == 0.0
+
+
+def test_auto_records_its_choice_per_tensor(nano_artifacts, digits, tmp_path):
+    from edgevit.artifacts import read_onnx_info
+
+    info = read_onnx_info(nano_artifacts.fp32_onnx)
+    images = digits.train.images[:64]
+    cfg = QuantizeConfig(method="auto", num_images=64, auto_images=32, smoothquant=False)
+    table = calibrate(nano_artifacts.fp32_onnx, images, info, cfg, "digits:train", progress=False)
+    quantized = {n: r for n, r in table.tensors.items() if r.quantized}
+    assert table.method == "auto" and len(quantized) >= 20
+    for r in table.tensors.values():
+        assert r.method in RANGE_METHODS
+        assert r.candidates is not None and set(r.candidates) == set(RANGE_METHODS)
+        assert r.amax == pytest.approx(r.candidates[r.method])
+    assert table.settings["auto_evaluations"] > len(quantized)
+    table.save(tmp_path / "t.json")
+    again = CalibrationTable.load(tmp_path / "t.json")
+    assert again.tensors == table.tensors and again.transforms == table.transforms
+
+
+def test_old_tables_still_load(tmp_path):
+    old = {
+        "format": "edgevit-calibration/1",
+        "model_sha256": "ab" * 32,
+        "method": "percentile",
+        "num_images": 8,
+        "image_source": "digits:train",
+        "tensors": {"images": {"min": -1.0, "max": 1.0, "amax": 1.0, "scale": 1 / 127, "method": "percentile"}},
+    }
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    t = CalibrationTable.load(tmp_path / "old.json")
+    assert t.tensors["images"] == TensorRange(-1.0, 1.0, 1.0, "percentile", True, None)
+    assert t.transforms == {} and t.float_layers == [] and t.sensitivity is None
+    assert "candidates" not in t.to_dict()["tensors"]["images"] and "transforms" not in t.to_dict()
+
+
+def test_bad_calibration_images_are_refused(nano_artifacts):
+    from edgevit.artifacts import read_onnx_info
+
+    info = read_onnx_info(nano_artifacts.fp32_onnx)
+    imgs = np.ones((4, 8, 8, 1), np.float32)
+    imgs[2, 3, 3, 0] = np.nan
+    with pytest.raises(DataError, match="image 2 of the calibration set contains NaN"):
+        check_images(imgs)
+    with pytest.raises(DataError, match="image 2"):
+        calibrate(nano_artifacts.fp32_onnx, imgs, info, QuantizeConfig(num_images=4), "x", progress=False)
+    for n in (0, 1):
+        with pytest.raises(DataError, match="at least 2"):
+            calibrate(nano_artifacts.fp32_onnx, imgs[:n], info, QuantizeConfig(num_images=4), "x", progress=False)
+    with pytest.raises(DataError, match="at least 2"):
+        calibration_indices(1, 512, 256, 0)
+    calib, held = calibration_indices(100, 60, 30, 0)
+    assert len(calib) == 60 and len(held) == 30 and not set(calib) & set(held)
