@@ -190,17 +190,10 @@ def _say(msg: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry point: ``python -m edgevit.serve.cli serve ARTIFACT``."""
-    from edgevit.errors import EdgeVitError
+    """Stand-alone entry point: ``python -m edgevit.serve.cli serve ARTIFACT`` (the same as ``edgevit``)."""
+    from edgevit.cli import main as cli_main
 
-    parser = argparse.ArgumentParser(prog="edgevit")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args))
-    except EdgeVitError as exc:
-        print(f"edgevit: error: {exc}", file=sys.stderr)
-        return 2
+    return cli_main(argv)
 
 
 if __name__ == "__main__":

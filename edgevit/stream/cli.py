@@ -14,7 +14,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
 
-from edgevit.errors import EdgeVitError, InputError
+from edgevit.errors import InputError
 
 DEFAULT_RUNS = Path("runs")
 EXAMPLES = """\
@@ -274,15 +274,10 @@ def handler(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry point: ``python -m edgevit.stream.cli camera SOURCE ...``."""
-    parser = argparse.ArgumentParser(prog="edgevit")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args))
-    except EdgeVitError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    """Stand-alone entry point: ``python -m edgevit.stream.cli camera SOURCE ...`` (the same as ``edgevit``)."""
+    from edgevit.cli import main as cli_main
+
+    return cli_main(argv)
 
 
 if __name__ == "__main__":
