@@ -160,8 +160,11 @@ def read_onnx_info(path: str | Path) -> ArtifactInfo:
     path = Path(path)
     if not path.is_file():
         raise ArtifactError(f"ONNX model {path} does not exist")
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # metadata only: skip optimizing
+    opts.log_severity_level = 3
     try:
-        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        sess = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
     except Exception as exc:  # ORT raises its own exception types for corrupt models
         raise ArtifactError(f"{path} is not a readable ONNX model ({_first_line(exc)}); re-export it") from exc
     return ArtifactInfo.from_metadata(sess.get_modelmeta().custom_metadata_map, where=str(path))

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgevit.artifacts import read_onnx_info
+from edgevit.artifacts import ArtifactInfo, read_onnx_info
 from edgevit.errors import ArtifactError, BackendError
-from edgevit.runtime.base import Model, Prediction, Runner, softmax
+from edgevit.runtime.base import Model, Prediction, Runner, softmax, topk
 
-__all__ = ["Model", "Prediction", "Runner", "load", "softmax"]
+__all__ = ["Model", "Prediction", "Runner", "load", "softmax", "topk"]
 
 ONNX_SUFFIXES = {".onnx"}
 ENGINE_SUFFIXES = {".engine", ".plan"}
@@ -67,9 +67,10 @@ def load(
     if backend == "onnxruntime":
         from edgevit.runtime.ort_backend import OnnxRuntimeRunner
 
-        info = read_onnx_info(path)
         runner = OnnxRuntimeRunner(path, provider=provider, threads=threads)
-        return Model(runner, info, path=path, batch_size=batch_size)
+        # the metadata comes from the session the runner already built: one session, not two
+        meta = runner.session.get_modelmeta().custom_metadata_map
+        return Model(runner, ArtifactInfo.from_metadata(meta, where=str(path)), path=path, batch_size=batch_size)
     if backend == "tensorrt":
         try:
             from edgevit.runtime.trt_backend import load_engine

@@ -61,6 +61,20 @@ class Prediction:
         ]
 
 
+def topk(probs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` largest entries of each row, best first: (indices int64, values).
+
+    ``argpartition`` first, then a sort of only those ``k``: the one top-k used by
+    ``predict``, the camera loop and the server.
+    """
+    n = probs.shape[1]
+    k = max(1, min(k, n))
+    cand = np.argpartition(-probs, k - 1, axis=1)[:, :k] if k < n else np.broadcast_to(np.arange(n), probs.shape)
+    order = np.argsort(-np.take_along_axis(probs, cand, axis=1), axis=1, kind="stable")
+    idx = np.take_along_axis(cand, order, axis=1).astype(np.int64)
+    return idx, np.take_along_axis(probs, idx, axis=1)
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     z = logits - logits.max(axis=-1, keepdims=True)
     np.exp(z, out=z)
@@ -136,12 +150,9 @@ class Model:
     def predict(self, images: ImageBatch, top_k: int = 5, batch_size: int | None = None) -> Prediction:
         """Classify images; returns the ``top_k`` classes of each, best first."""
         logits = self.logits(images, batch_size)
-        k = max(1, min(top_k, self.num_classes))
-        probs = softmax(logits.astype(np.float32, copy=True))
-        idx = np.argsort(-probs, axis=1, kind="stable")[:, :k]
-        top = np.take_along_axis(probs, idx, axis=1)
+        idx, top = topk(softmax(logits.astype(np.float32, copy=True)), top_k)
         labels = [[self.class_names[i] for i in row] for row in idx]
-        return Prediction(indices=idx.astype(np.int64), probs=top, labels=labels, logits=logits)
+        return Prediction(indices=idx, probs=top, labels=labels, logits=logits)
 
     def _batch_size(self, batch_size: int | None) -> int:
         if batch_size is None:

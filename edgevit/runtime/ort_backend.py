@@ -48,7 +48,7 @@ class OnnxRuntimeRunner:
         try:
             self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
         except Exception as exc:
-            raise ArtifactError(f"{path} is not a loadable ONNX model ({_first_line(exc)}); re-export it") from exc
+            raise ArtifactError(f"{path} is not a readable ONNX model ({_first_line(exc)}); re-export it") from exc
         inputs = self.session.get_inputs()
         if len(inputs) != 1:
             raise ArtifactError(f"{path} has {len(inputs)} inputs; an edgevit classifier has exactly one")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgevit.errors import InputError
-from edgevit.runtime.base import Model, softmax
+from edgevit.runtime.base import Model, softmax, topk
 
 IMAGES = "images"
 TENSOR = "tensor"
@@ -79,7 +79,7 @@ class InferenceCore:
         counts = [t.shape[0] for t in tensors]
         x = tensors[0] if len(tensors) == 1 else np.concatenate(tensors, axis=0)
         probs = self.probabilities(x)
-        idx = np.argsort(-probs, axis=1, kind="stable")[:, : self.top_k].astype(np.int64)
+        idx, _ = topk(probs, self.top_k)
         self.requests += len(requests)
         self.images += int(x.shape[0])
         out = []

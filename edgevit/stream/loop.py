@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from edgevit.errors import BackendError, EdgeVitError, InputError
-from edgevit.runtime import Model, softmax
+from edgevit.runtime import Model, softmax, topk
 from edgevit.stream.overlay import draw_overlay
 from edgevit.stream.sinks import Sink, open_sink
 from edgevit.stream.sources import CorruptFrameError, Reader, Source, open_source
@@ -439,9 +439,7 @@ class Stream:
             for it in items:
                 results.extend(self._infer([it]))
             return results
-        probs = softmax(logits.astype(np.float32, copy=True))
-        idx = np.argsort(-probs, axis=1, kind="stable")[:, : self.top_k]
-        top = np.take_along_axis(probs, idx, axis=1)
+        idx, top = topk(softmax(logits.astype(np.float32, copy=True)), self.top_k)
         now = time.monotonic()
         self.stats.infer_s += now - t0
         self.stats.batches += 1

@@ -130,3 +130,16 @@ def test_a_runner_disagreeing_with_the_metadata_is_caught():
     assert model.batch_size == 4  # capped by the runner's profile
     with pytest.raises(BackendError, match="metadata does not match"):
         model.predict(np.zeros((2, 1, 8, 8), np.float32))
+
+
+def test_topk_matches_a_full_sort():
+    from edgevit.runtime import topk
+
+    rng = np.random.default_rng(0)
+    probs = rng.random((50, 10)).astype(np.float32)
+    for k in (1, 3, 10, 99):
+        idx, vals = topk(probs, k)
+        ref = np.argsort(-probs, axis=1, kind="stable")[:, : min(k, 10)]
+        np.testing.assert_array_equal(idx, ref)
+        np.testing.assert_array_equal(vals, np.take_along_axis(probs, ref, axis=1))
+        assert idx.dtype == np.int64
