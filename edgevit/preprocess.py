@@ -9,6 +9,7 @@ growing), scaled to [0, 1], normalized with the per-channel mean/std and laid ou
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -119,10 +120,18 @@ class Preprocess:
                 img = img[:, :, None]
         return img
 
+    @functools.cached_property
+    def _affine(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-channel (scale, shift) with ``x / 255 - mean) / std == x * scale + shift``,
+        computed once per preprocessing, not once per batch."""
+        std = np.asarray(self.std, dtype=np.float32)
+        scale = (1.0 / (255.0 * std)).astype(np.float32)
+        shift = (-np.asarray(self.mean, dtype=np.float32) / std).astype(np.float32)
+        return scale, shift
+
     def normalize(self, batch: np.ndarray) -> np.ndarray:
         """uint8 NHWC -> float32 NCHW, vectorized over the whole batch."""
-        scale = (1.0 / (255.0 * np.asarray(self.std, dtype=np.float32))).astype(np.float32)
-        shift = (-np.asarray(self.mean, dtype=np.float32) / np.asarray(self.std, dtype=np.float32)).astype(np.float32)
+        scale, shift = self._affine
         out = np.empty((batch.shape[0], self.channels, self.size, self.size), dtype=np.float32)
         # NHWC -> NCHW while converting: one pass per channel over contiguous output planes.
         for c in range(self.channels):
