@@ -77,6 +77,14 @@ def worker(spec: dict[str, Any], batches: list[int], threads: int) -> dict[str, 
         runner = OnnxRuntimeRunner(spec["path"], threads=threads)
 
         def infer(x: np.ndarray) -> Any:
+            return runner.infer({runner.input_name: x})
+
+    elif spec["kind"] == "plain-session":
+        from edgevit.runtime.ort_backend import OnnxRuntimeRunner
+
+        runner = OnnxRuntimeRunner(spec["path"], threads=threads, parallel="ops", tune=False)
+
+        def infer(x: np.ndarray) -> Any:
             return runner.session.run(runner.output_names, {runner.input_name: x})
 
     else:

@@ -46,7 +46,8 @@ def format_report(report: dict[str, Any]) -> str:
                 f"{r['group']} b{r['batch']}",
                 f"{t['label']} [{r['backend']}, {r['precision']}]",
                 _fmt(r["throughput"]),
-                _fmt(ratio_to.get((r["group"], r["kind"], r["batch"])), 2) + "x",
+                _fmt(ratio_to.get((r["group"], r["kind"], r["batch"]), 1.0 if r["kind"] == "ort-fp32" else None), 2)
+                + "x",
                 _fmt(lat["p50"], 2),
                 _fmt(lat["p90"], 2),
                 _fmt(lat["p99"], 2),
@@ -148,6 +149,7 @@ def format_markdown(report: dict[str, Any]) -> str:
         "",
     ]
     lines += [f"* {n}" for n in report["notes"]]
+    lines += [f"* {t['label']} ({t['group']}): {t['note']}" for t in report["targets"] if t.get("note")]
     for group in sorted({r["group"] for r in report["results"]}):
         lines += [
             "",

@@ -28,6 +28,7 @@ def load(
     batch_size: int = 32,
     threads: int | None = None,
     precision: str = "default",
+    parallel: str = "auto",
 ) -> Model:
     """Load an artifact and return a :class:`Model` with ``predict``.
 
@@ -42,6 +43,10 @@ def load(
         precision: OpenVINO's inference precision hint: ``default`` (OpenVINO's choice,
             BF16 on CPUs with BF16 units), ``f32``, ``bf16`` or ``f16``. The precision in
             use is in ``model.backend``. Other backends take only ``default``.
+        parallel: how ONNX Runtime on the CPU uses the threads: ``auto`` (default),
+            ``batch`` (one slice of the batch per thread, for throughput) or ``ops``
+            (ONNX Runtime's intra-op threads, for the latency of one image); see
+            :mod:`edgevit.runtime.ort_backend`.
     """
     path = Path(path)
     if not path.exists():
@@ -56,6 +61,10 @@ def load(
             raise ArtifactError(f"{path}: unknown artifact type {suffix!r}; expected .onnx, .engine or .plan")
     if precision != "default" and backend != "openvino":
         raise BackendError(f"precision={precision!r} is an OpenVINO setting; use backend='openvino' or leave it out")
+    if parallel != "auto" and backend != "onnxruntime":
+        raise BackendError(
+            f"parallel={parallel!r} is an ONNX Runtime setting; use backend='onnxruntime' or leave it out"
+        )
     if backend == "openvino":
         if suffix not in ONNX_SUFFIXES:
             raise ArtifactError(f"{path}: the OpenVINO backend loads .onnx models, not {suffix!r}")
@@ -67,7 +76,7 @@ def load(
     if backend == "onnxruntime":
         from edgevit.runtime.ort_backend import OnnxRuntimeRunner
 
-        runner = OnnxRuntimeRunner(path, provider=provider, threads=threads)
+        runner = OnnxRuntimeRunner(path, provider=provider, threads=threads, parallel=parallel)
         # the metadata comes from the session the runner already built: one session, not two
         meta = runner.session.get_modelmeta().custom_metadata_map
         return Model(runner, ArtifactInfo.from_metadata(meta, where=str(path)), path=path, batch_size=batch_size)

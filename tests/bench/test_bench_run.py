@@ -53,6 +53,8 @@ def test_report_has_every_field(nano_report):
         "ort-int8-u8act",
         "ort-int8",
         "ort-int8-session",
+        "ort-int8-plain",
+        "ort-fp32-plain",
         "torch-fp32",
     }
     for t in r["targets"]:
@@ -214,7 +216,13 @@ def test_cli_bench_prints_table_and_writes_outputs(nano_artifacts, tmp_path, cap
     out = capsys.readouterr().out
     assert "vs ORT FP32" in out and "threads: 1" in out and "load average" in out
     report = json.loads((tmp_path / "nano.json").read_text())
-    assert {t["kind"] for t in report["targets"]} == {"ort-fp32", "ort-int8", "ort-int8-session"}
+    assert {t["kind"] for t in report["targets"]} == {
+        "ort-fp32",
+        "ort-fp32-plain",
+        "ort-int8",
+        "ort-int8-session",
+        "ort-int8-plain",
+    }
     assert (tmp_path / "nano.png").is_file()
 
 
