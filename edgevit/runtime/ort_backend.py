@@ -3,18 +3,20 @@ and TensorRT execution providers when they are installed and asked for.
 
 On the CPU a batch can use the cores in two ways (``parallel``):
 
-* ``ops``: ONNX Runtime's own intra-op threads split every operator of one run. Best
-  latency for a single image, but a small transformer's operators are too short to
-  split well: two threads run DeiT-Tiny's INT8 graph only ~1.1x faster than one at
-  batch 1 and ~1.75x at batch 8 (field notes, and benchmarks/README.md).
+* ``ops``: ONNX Runtime's own intra-op threads split every operator of one run. The
+  only way to put two cores on one image, but a small transformer's operators are too
+  short to split well: on 2 cores, two threads run DeiT-Tiny's INT8 graph only ~1.1x
+  faster than one at batch 1 (~1.75x at batch 8), and the 8x8 ``nano`` model ~1.8x
+  *slower* than one thread at batch 1.
 * ``batch``: the batch is cut into one slice per thread and the slices run at the same
   time through one session with a single intra-op thread each (ONNX Runtime's ``run``
   is thread-safe and releases the GIL). The idea of OpenVINO's throughput streams,
   done on ONNX Runtime: ~1.15x the images/s of ``ops`` for DeiT-Tiny INT8 at batch 8
   on 2 cores. The weights are shared; each slice has its own activations.
 
-``auto`` (the default) uses ``batch`` when a call holds at least one image per thread
-and ``ops`` otherwise (a second session, built on the first such call).
+``auto`` (the default) uses ``batch`` when a call holds at least one image per thread.
+For smaller calls it times, once, the first such call both ways (``ops`` with all the
+threads, or one thread) and keeps the faster (``runner.small_batches`` says which).
 
 INT8 models on the CPU also get three exact rewrites of ONNX Runtime's optimized graph
 (``tune``, see :mod:`edgevit.runtime.ort_tune`); ``runner.tuning`` says what was done.
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -91,6 +94,7 @@ class OnnxRuntimeRunner:
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
         self._ops_session: Any = None
+        self.small_batches = "ops" if self.parallel == "ops" else "batch" if self.parallel == "batch" else "undecided"
         self._batch_session: Any = None
         if self.parallel == "ops":
             self._ops_session = self._new_session(self.threads)
@@ -102,7 +106,7 @@ class OnnxRuntimeRunner:
         self.input_name = inputs[0].name
         if self.parallel != "ops" and not isinstance(inputs[0].shape[0], str):
             # a graph exported with a fixed batch size cannot take slices of a batch
-            self.parallel = "ops"
+            self.parallel = self.small_batches = "ops"
             self._ops_session, self._batch_session = self._new_session(self.threads), None
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.name = f"onnxruntime:{self.session.get_providers()[0]}"
@@ -139,15 +143,35 @@ class OnnxRuntimeRunner:
 
     def _ops(self) -> Any:
         if self._ops_session is None:
-            with self._lock:
-                if self._ops_session is None:
-                    self._ops_session = self._new_session(self.threads)
+            self._ops_session = self._new_session(self.threads)
         return self._ops_session
+
+    def _pick_small_batches(self, feed: dict[str, np.ndarray]) -> None:
+        """Time ``feed`` on all threads (``ops``) and on one thread; keep the faster."""
+        best: dict[str, float] = {}
+        for mode, sess in (("ops", self._ops()), ("batch", self._batch_session)):
+            sess.run(self.output_names, feed)  # warm-up: first runs allocate
+            times = []
+            for _ in range(3):
+                t0 = time.perf_counter()
+                sess.run(self.output_names, feed)
+                times.append(time.perf_counter() - t0)
+            best[mode] = min(times)
+        self.small_batches = "ops" if best["ops"] < best["batch"] else "batch"
+        if self.small_batches == "batch":
+            self._ops_session = None  # not needed: free its memory
 
     def infer(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         n = len(feed[self.input_name])
-        if self.parallel == "ops" or (self.parallel == "auto" and n < self.threads):
-            return self._ops().run(self.output_names, feed)
+        if self.parallel == "ops":
+            return self._ops_session.run(self.output_names, feed)
+        if self.parallel == "auto" and n < self.threads:
+            if self.small_batches == "undecided":
+                with self._lock:
+                    if self.small_batches == "undecided":
+                        self._pick_small_batches(feed)
+            if self.small_batches == "ops":
+                return self._ops_session.run(self.output_names, feed)
         parts = min(self.threads, n)
         if parts <= 1:
             return self._batch_session.run(self.output_names, feed)

@@ -36,9 +36,9 @@ def test_batch_slices_equal_one_run(nano_artifacts, batch, artifact):
         np.testing.assert_allclose(sliced.infer({sliced.input_name: batch[:2]})[0], ref[:2], rtol=1e-5, atol=1e-5)
 
 
-def test_auto_uses_slices_for_batches_and_one_run_for_a_single_image(nano_artifacts, batch):
+def test_auto_slices_batches_and_times_single_images_both_ways(nano_artifacts, batch):
     with OnnxRuntimeRunner(nano_artifacts.int8_onnx, threads=2) as runner:
-        assert runner.parallel == "auto"
+        assert runner.parallel == "auto" and runner.small_batches == "undecided"
         calls: list[int] = []
         real_run = runner._batch_session.run
 
@@ -49,11 +49,17 @@ def test_auto_uses_slices_for_batches_and_one_run_for_a_single_image(nano_artifa
         runner._batch_session = type("Spy", (), {"run": staticmethod(counting_run)})()
         out = runner.infer({runner.input_name: batch[:8]})[0]
         assert sorted(calls) == [4, 4] and out.shape[0] == 8
-        calls.clear()
-        assert runner._ops_session is None  # built on the first single image, not before
+        assert runner._ops_session is None  # built only for the first single image
         single = runner.infer({runner.input_name: batch[:1]})[0]
-        assert calls == [] and runner._ops_session is not None
         np.testing.assert_allclose(single, out[:1], rtol=1e-5, atol=1e-5)
+        # the first single image was timed on one thread (warm-up + 3 runs) and on all threads
+        assert runner.small_batches in ("ops", "batch")
+        calls.clear()
+        runner.infer({runner.input_name: batch[:1]})
+        if runner.small_batches == "batch":
+            assert calls == [1] and runner._ops_session is None  # the losing session is freed
+        else:
+            assert calls == [] and runner._ops_session is not None
 
 
 def test_one_thread_never_slices(nano_artifacts):
