@@ -127,7 +127,7 @@ class Target:
     close: Callable[[], None]
     preprocess: Preprocess
     timer: Any = field(default_factory=WallTimer)
-    note: str = ""
+    note: str | Callable[[], str] = ""  # a callable is read when the report is written
     config: ViTConfig | None = None
     spec: dict[str, Any] = field(default_factory=dict)  # how a fresh process loads it (memory)
     max_batch: int | None = None  # a TensorRT profile's largest batch; larger cases are skipped
@@ -148,7 +148,7 @@ class Target:
             "timer": self.timer.method,
             "mem_load_mb": self.memory.get("load_mb"),
             "memory_error": self.memory.get("error"),
-            "note": self.note,
+            "note": self.note() if callable(self.note) else self.note,
         }
 
 
@@ -183,10 +183,12 @@ def _runtime_target(
         return model.predict(x, top_k=5)
 
     prec = model.info.precision
-    note = ""
+    note: str | Callable[[], str] = ""
     if backend == "onnxruntime":
         runner = model.runner
-        note = f"parallel={runner.parallel}; {runner.tuning}"  # type: ignore[attr-defined]
+
+        def note() -> str:  # read when the report is written: the first calls decide the plan
+            return f"{runner.describe_plan()}; {runner.tuning}"  # type: ignore[attr-defined]
     if backend == "openvino":
         prec = f"{prec}+{model.runner.inference_precision}"  # type: ignore[attr-defined]
     return Target(

@@ -64,15 +64,20 @@ class Prediction:
 def topk(probs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` largest entries of each row, best first: (indices int64, values).
 
-    ``argpartition`` first, then a sort of only those ``k``: the one top-k used by
-    ``predict``, the camera loop and the server.
+    Up to 64 classes one stable sort of each row is cheapest; above, ``argpartition``
+    first, then a sort of only those ``k``. The one top-k used by ``predict``, the camera
+    loop and the server (plain fancy indexing: ``take_along_axis`` costs ~10 us a call).
     """
-    n = probs.shape[1]
+    rows, n = probs.shape
     k = max(1, min(k, n))
-    cand = np.argpartition(-probs, k - 1, axis=1)[:, :k] if k < n else np.broadcast_to(np.arange(n), probs.shape)
-    order = np.argsort(-np.take_along_axis(probs, cand, axis=1), axis=1, kind="stable")
-    idx = np.take_along_axis(cand, order, axis=1).astype(np.int64)
-    return idx, np.take_along_axis(probs, idx, axis=1)
+    r = np.arange(rows)[:, None]
+    if n <= 64 or k == n:
+        idx = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+    else:
+        cand = np.argpartition(-probs, k - 1, axis=1)[:, :k]
+        idx = cand[r, np.argsort(-probs[r, cand], axis=1, kind="stable")]
+    idx = idx.astype(np.int64, copy=False)
+    return idx, probs[r, idx]
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

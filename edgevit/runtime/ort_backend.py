@@ -1,22 +1,24 @@
 """ONNX Runtime backend: the default that runs everywhere (CPU), plus ONNX Runtime's CUDA
 and TensorRT execution providers when they are installed and asked for.
 
-On the CPU a batch can use the cores in two ways (``parallel``):
+On the CPU a call can use the cores in three ways:
 
 * ``ops``: ONNX Runtime's own intra-op threads split every operator of one run. The
-  only way to put two cores on one image, but a small transformer's operators are too
-  short to split well: on 2 cores, two threads run DeiT-Tiny's INT8 graph only ~1.1x
-  faster than one at batch 1 (~1.75x at batch 8), and the 8x8 ``nano`` model ~1.8x
-  *slower* than one thread at batch 1.
+  only way to put several cores on one image, but a small transformer's operators are
+  short: on 2 cores, two threads run the 8x8 ``nano`` model *slower* than one.
 * ``batch``: the batch is cut into one slice per thread and the slices run at the same
   time through one session with a single intra-op thread each (ONNX Runtime's ``run``
-  is thread-safe and releases the GIL). The idea of OpenVINO's throughput streams,
-  done on ONNX Runtime: ~1.15x the images/s of ``ops`` for DeiT-Tiny INT8 at batch 8
-  on 2 cores. The weights are shared; each slice has its own activations.
+  is thread-safe and releases the GIL): the idea of OpenVINO's throughput streams, on
+  ONNX Runtime. The weights are shared; each slice has its own activations.
+* ``single``: the whole call on one thread, no hand-off at all.
 
-``auto`` (the default) uses ``batch`` when a call holds at least one image per thread.
-For smaller calls it times, once, the first such call both ways (``ops`` with all the
-threads, or one thread) and keeps the faster (``runner.small_batches`` says which).
+Which is fastest depends on the model, the batch size and the machine (``nano`` at
+batch 8 on 2 cores: ``single``; at batch 32: ``batch``; DeiT-Tiny: ``ops`` or ``batch``).
+So ``parallel="auto"`` (the default) measures instead of guessing, the way TensorRT
+picks tactics: the first call of each batch-size bucket (1, 2, 3-4, 5-8, 9-16, 17+) is
+timed in every mode (a warm-up and up to three runs each, on at most 32 images) and the
+fastest is kept for that bucket. ``runner.plan`` shows the choices. ``parallel="ops"``
+or ``"batch"`` fixes the mode and skips the timing.
 
 INT8 models on the CPU also get three exact rewrites of ONNX Runtime's optimized graph
 (``tune``, see :mod:`edgevit.runtime.ort_tune`); ``runner.tuning`` says what was done.
@@ -43,6 +45,15 @@ PROVIDERS = {
     "tensorrt": "TensorrtExecutionProvider",
 }
 PARALLEL_MODES = ("auto", "batch", "ops")
+TUNE_RUNS = 3  # timed runs per mode when a bucket is first seen (after one warm-up run)
+TUNE_BUDGET_S = 0.25  # stop timing a mode early once its runs took this long
+TUNE_MAX_IMAGES = 32  # buckets are timed on at most this many images of the first call
+TOP_BUCKET = 32  # calls of 17 images and more share one decision
+
+
+def bucket(n: int) -> int:
+    """The batch-size bucket of a call of ``n`` images: 1, 2, 4, 8, 16 or 32 (17 and up)."""
+    return min(1 << max(n - 1, 0).bit_length(), TOP_BUCKET)
 
 
 class OnnxRuntimeRunner:
@@ -85,29 +96,31 @@ class OnnxRuntimeRunner:
         self.path = Path(path)
         self.threads = int(threads) if threads else cpu_count()
         self._providers = [ep] if ep == "CPUExecutionProvider" else [ep, "CPUExecutionProvider"]
-        # Batch slicing only pays on the CPU, with more than one thread.
+        # Batch slicing and timing only matter on the CPU, with more than one thread.
         self.parallel = parallel if ep == "CPUExecutionProvider" and self.threads > 1 else "ops"
         self._model: str | bytes = str(self.path)
         self.tuning = "off"
         if tune and ep == "CPUExecutionProvider":
             self._tune()
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # lazily built sessions and pool
+        self._tune_lock = threading.Lock()  # one bucket timed at a time
         self._pool: ThreadPoolExecutor | None = None
         self._ops_session: Any = None
-        self.small_batches = "ops" if self.parallel == "ops" else "batch" if self.parallel == "batch" else "undecided"
-        self._batch_session: Any = None
+        self._one_session: Any = None  # one intra-op thread: "single" runs and the slices of "batch"
         if self.parallel == "ops":
             self._ops_session = self._new_session(self.threads)
         else:
-            self._batch_session = self._new_session(1)
+            self._one_session = self._new_session(1)
         inputs = self.session.get_inputs()
         if len(inputs) != 1:
             raise ArtifactError(f"{path} has {len(inputs)} inputs; an edgevit classifier has exactly one")
         self.input_name = inputs[0].name
         if self.parallel != "ops" and not isinstance(inputs[0].shape[0], str):
             # a graph exported with a fixed batch size cannot take slices of a batch
-            self.parallel = self.small_batches = "ops"
-            self._ops_session, self._batch_session = self._new_session(self.threads), None
+            self.parallel = "ops"
+            self._ops_session, self._one_session = self._new_session(self.threads), None
+        # bucket -> "ops", "batch" or "single": fixed by `parallel`, or timed on first use
+        self.plan: dict[int, str] = {}
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.name = f"onnxruntime:{self.session.get_providers()[0]}"
         self.max_batch: int | None = None
@@ -115,7 +128,13 @@ class OnnxRuntimeRunner:
     @property
     def session(self) -> Any:
         """The ONNX Runtime session built at load (metadata, inputs and outputs)."""
-        return self._batch_session if self._batch_session is not None else self._ops_session
+        return self._one_session if self._one_session is not None else self._ops_session
+
+    def describe_plan(self) -> str:
+        """How calls of each batch size run, e.g. ``parallel=auto (1: single, 8: batch)``."""
+        names = {1: "1", 2: "2", 4: "3-4", 8: "5-8", 16: "9-16", TOP_BUCKET: f"{TOP_BUCKET // 2 + 1}+"}
+        chosen = ", ".join(f"{names[b]}: {m}" for b, m in sorted(self.plan.items()))
+        return f"parallel={self.parallel}" + (f" ({chosen})" if chosen else "")
 
     def _tune(self) -> None:
         from edgevit.runtime.ort_tune import tune_for_cpu
@@ -143,54 +162,70 @@ class OnnxRuntimeRunner:
 
     def _ops(self) -> Any:
         if self._ops_session is None:
-            self._ops_session = self._new_session(self.threads)
+            with self._lock:
+                if self._ops_session is None:
+                    self._ops_session = self._new_session(self.threads)
         return self._ops_session
-
-    def _pick_small_batches(self, feed: dict[str, np.ndarray]) -> None:
-        """Time ``feed`` on all threads (``ops``) and on one thread; keep the faster."""
-        best: dict[str, float] = {}
-        for mode, sess in (("ops", self._ops()), ("batch", self._batch_session)):
-            sess.run(self.output_names, feed)  # warm-up: first runs allocate
-            times = []
-            for _ in range(3):
-                t0 = time.perf_counter()
-                sess.run(self.output_names, feed)
-                times.append(time.perf_counter() - t0)
-            best[mode] = min(times)
-        self.small_batches = "ops" if best["ops"] < best["batch"] else "batch"
-        if self.small_batches == "batch":
-            self._ops_session = None  # not needed: free its memory
 
     def infer(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         n = len(feed[self.input_name])
         if self.parallel == "ops":
             return self._ops_session.run(self.output_names, feed)
-        if self.parallel == "auto" and n < self.threads:
-            if self.small_batches == "undecided":
-                with self._lock:
-                    if self.small_batches == "undecided":
-                        self._pick_small_batches(feed)
-            if self.small_batches == "ops":
-                return self._ops_session.run(self.output_names, feed)
-        parts = min(self.threads, n)
+        if self.parallel == "batch":
+            return self._run("batch" if n > 1 else "single", feed, n)
+        mode = self.plan.get(bucket(n))
+        if mode is None:
+            mode = self._decide(feed, n)
+        return self._run(mode, feed, n)
+
+    def _run(self, mode: str, feed: dict[str, np.ndarray], n: int) -> list[np.ndarray]:
+        if mode == "ops":
+            return self._ops().run(self.output_names, feed)
+        parts = min(self.threads, n) if mode == "batch" else 1
         if parts <= 1:
-            return self._batch_session.run(self.output_names, feed)
+            return self._one_session.run(self.output_names, feed)
         # (N, C, H, W) -> `parts` contiguous slices along N, run side by side, joined in order
-        bounds = np.linspace(0, n, parts + 1).astype(int)
-        feeds = [{k: v[a:b] for k, v in feed.items()} for a, b in itertools.pairwise(bounds)]
+        cuts = [i * n // parts for i in range(parts + 1)]
+        feeds = [{k: v[a:b] for k, v in feed.items()} for a, b in itertools.pairwise(cuts)]
         if self._pool is None:
             with self._lock:
                 if self._pool is None:
-                    self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="edgevit-ort")
-        sess, names = self._batch_session, self.output_names
-        outs = list(self._pool.map(lambda f: sess.run(names, f), feeds))
+                    self._pool = ThreadPoolExecutor(self.threads - 1, thread_name_prefix="edgevit-ort")
+        sess, names = self._one_session, self.output_names
+        # the other slices go to the pool, the first runs on this thread: one hand-off fewer
+        pending = [self._pool.submit(sess.run, names, f) for f in feeds[1:]]
+        outs = [sess.run(names, feeds[0])] + [f.result() for f in pending]
         return [np.concatenate([o[i] for o in outs], axis=0) for i in range(len(names))]
+
+    def _decide(self, feed: dict[str, np.ndarray], n: int) -> str:
+        """Time this call's bucket in every mode (on at most TUNE_MAX_IMAGES images of
+        ``feed``) and keep the fastest; one thread decides, concurrent callers wait."""
+        key = bucket(n)
+        with self._tune_lock:
+            if key in self.plan:
+                return self.plan[key]
+            m = min(n, TUNE_MAX_IMAGES)
+            sample = {k: v[:m] for k, v in feed.items()} if m < n else feed
+            best: dict[str, float] = {}
+            for mode in ("single", "ops", "batch") if m > 1 else ("single", "ops"):
+                self._run(mode, sample, m)  # warm-up: first runs of a shape allocate
+                spent, fastest = 0.0, float("inf")
+                for _ in range(TUNE_RUNS):
+                    t0 = time.perf_counter()
+                    self._run(mode, sample, m)
+                    dt = time.perf_counter() - t0
+                    spent, fastest = spent + dt, min(fastest, dt)
+                    if spent >= TUNE_BUDGET_S:
+                        break
+                best[mode] = fastest
+            self.plan[key] = min(best, key=best.__getitem__)
+            return self.plan[key]
 
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
-        self._ops_session = self._batch_session = None
+        self._ops_session = self._one_session = None
 
     def __enter__(self) -> OnnxRuntimeRunner:
         return self

@@ -10,7 +10,7 @@ import pytest
 
 from edgevit import runtime
 from edgevit.errors import BackendError
-from edgevit.runtime.ort_backend import OnnxRuntimeRunner
+from edgevit.runtime.ort_backend import TUNE_MAX_IMAGES, TUNE_RUNS, OnnxRuntimeRunner, bucket
 
 
 @pytest.fixture(scope="module")
@@ -36,30 +36,81 @@ def test_batch_slices_equal_one_run(nano_artifacts, batch, artifact):
         np.testing.assert_allclose(sliced.infer({sliced.input_name: batch[:2]})[0], ref[:2], rtol=1e-5, atol=1e-5)
 
 
-def test_auto_slices_batches_and_times_single_images_both_ways(nano_artifacts, batch):
+def test_buckets_group_batch_sizes():
+    assert [bucket(n) for n in (1, 2, 3, 4, 5, 8, 9, 16, 17, 32, 33, 1000)] == [1, 2, 4, 4, 8, 8, 16, 16, 32, 32, 32, 32]
+
+
+def test_auto_times_each_bucket_once_in_every_mode_and_keeps_the_fastest(nano_artifacts, batch):
     with OnnxRuntimeRunner(nano_artifacts.int8_onnx, threads=2) as runner:
-        assert runner.parallel == "auto" and runner.small_batches == "undecided"
-        calls: list[int] = []
-        real_run = runner._batch_session.run
+        assert runner.parallel == "auto" and runner.plan == {}
+        runs: list[tuple[str, int]] = []
+        real_run = runner._run
 
-        def counting_run(names, feed):
-            calls.append(len(feed[runner.input_name]))
-            return real_run(names, feed)
+        def spy(mode, feed, n):
+            runs.append((mode, n))
+            return real_run(mode, feed, n)
 
-        runner._batch_session = type("Spy", (), {"run": staticmethod(counting_run)})()
+        runner._run = spy  # type: ignore[method-assign]
+        ref = OnnxRuntimeRunner(nano_artifacts.int8_onnx, threads=1, parallel="ops")
         out = runner.infer({runner.input_name: batch[:8]})[0]
-        assert sorted(calls) == [4, 4] and out.shape[0] == 8
-        assert runner._ops_session is None  # built only for the first single image
-        single = runner.infer({runner.input_name: batch[:1]})[0]
-        np.testing.assert_allclose(single, out[:1], rtol=1e-5, atol=1e-5)
-        # the first single image was timed on one thread (warm-up + 3 runs) and on all threads
-        assert runner.small_batches in ("ops", "batch")
-        calls.clear()
-        runner.infer({runner.input_name: batch[:1]})
-        if runner.small_batches == "batch":
-            assert calls == [1] and runner._ops_session is None  # the losing session is freed
-        else:
-            assert calls == [] and runner._ops_session is not None
+        np.testing.assert_allclose(out, ref.infer({ref.input_name: batch[:8]})[0], rtol=1e-5, atol=1e-5)
+        # the first call of the 5-8 bucket: every mode warmed up and timed, then the call itself
+        timed = runs[:-1]
+        assert {m for m, _ in timed} == {"single", "ops", "batch"}
+        assert all(n == 8 for _, n in runs)
+        assert 2 <= sum(m == "batch" for m, _ in timed) <= 1 + TUNE_RUNS
+        assert set(runner.plan) == {8} and runs[-1] == (runner.plan[8], 8)
+
+        runs.clear()  # the same bucket again (6 images): no timing, the kept mode only
+        runner.infer({runner.input_name: batch[:6]})
+        assert runs == [(runner.plan[8], 6)]
+
+        runs.clear()  # a single image is its own bucket: batch slicing is not a candidate
+        one = runner.infer({runner.input_name: batch[:1]})[0]
+        np.testing.assert_allclose(one, out[:1], rtol=1e-5, atol=1e-5)
+        assert {m for m, _ in runs[:-1]} == {"single", "ops"} and runner.plan[1] in ("single", "ops")
+        assert runner.describe_plan().startswith("parallel=auto (1: ")
+        ref.close()
+
+
+def test_large_calls_are_timed_on_a_sample(nano_artifacts, batch):
+    big = np.concatenate([batch] * 4)  # 52 images: bucket 32, timed on the first 32
+    with OnnxRuntimeRunner(nano_artifacts.int8_onnx, threads=2) as runner:
+        sizes: list[int] = []
+        real_run = runner._run
+
+        def spy(mode, feed, n):
+            sizes.append(n)
+            return real_run(mode, feed, n)
+
+        runner._run = spy  # type: ignore[method-assign]
+        out = runner.infer({runner.input_name: big})[0]
+        assert out.shape[0] == 52 and set(sizes[:-1]) == {TUNE_MAX_IMAGES} and sizes[-1] == 52
+        assert list(runner.plan) == [32]
+
+
+def test_concurrent_first_calls_decide_once(nano_artifacts, batch):
+    with OnnxRuntimeRunner(nano_artifacts.int8_onnx, threads=2) as runner:
+        outs: list[np.ndarray] = []
+        threads = [
+            threading.Thread(target=lambda: outs.append(runner.infer({runner.input_name: batch[:8]})[0]))
+            for _ in range(4)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(outs) == 4 and list(runner.plan) == [8]
+        for o in outs[1:]:
+            np.testing.assert_allclose(o, outs[0], rtol=1e-5, atol=1e-5)
+
+
+def test_fixed_modes_skip_the_timing(nano_artifacts, batch):
+    for mode in ("batch", "ops"):
+        with OnnxRuntimeRunner(nano_artifacts.int8_onnx, threads=2, parallel=mode) as runner:
+            runner.infer({runner.input_name: batch[:8]})
+            runner.infer({runner.input_name: batch[:1]})
+            assert runner.plan == {} and runner.describe_plan() == f"parallel={mode}"
 
 
 def test_one_thread_never_slices(nano_artifacts):
