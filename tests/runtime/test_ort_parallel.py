@@ -37,7 +37,8 @@ def test_batch_slices_equal_one_run(nano_artifacts, batch, artifact):
 
 
 def test_buckets_group_batch_sizes():
-    assert [bucket(n) for n in (1, 2, 3, 4, 5, 8, 9, 16, 17, 32, 33, 1000)] == [1, 2, 4, 4, 8, 8, 16, 16, 32, 32, 32, 32]
+    sizes = (1, 2, 3, 4, 5, 8, 9, 16, 17, 32, 33, 1000)
+    assert [bucket(n) for n in sizes] == [1, 2, 4, 4, 8, 8, 16, 16, 32, 32, 32, 32]
 
 
 def test_auto_times_each_bucket_once_in_every_mode_and_keeps_the_fastest(nano_artifacts, batch):
