@@ -13,10 +13,12 @@ Threads and queues::
 * A live source's queue holds ``queue_size`` frames (1 by default); a new frame
   pushes out the oldest, which is counted as dropped: latency stays bounded by about
   one frame plus one batch however slow the model is. A file's queue blocks the
-  capture thread instead, so every frame gets a result, in order.
+  capture thread instead, so every frame gets a result, in order; a file's frames are
+  handed over in chunks (one lock and one wake-up per chunk, not per frame).
 * The micro-batcher takes frames round-robin across the queues until it has ``batch``
-  frames or ``max_wait_ms`` passed since the first one, normalizes the whole batch at
-  once, runs it and routes each result back to its source, in order.
+  frames or ``max_wait_ms`` passed since the first one (several files share a batch
+  fairly), normalizes the whole batch at once, runs it and routes each result back to
+  its source, in order.
 * A live source that raises or gives no frame is reopened with exponential backoff;
   one that delivers nothing for ``stall_timeout`` seconds is reported as stalled, its
   reader abandoned (a blocked ``read`` cannot be interrupted) and a fresh one opened.
@@ -51,7 +53,7 @@ POLL_S = 0.05  # longest the loop waits without checking stop, stalls and events
 MAX_FAILED_BATCHES = 20  # consecutive failed batches before the model is declared broken
 
 
-@dataclass
+@dataclass(slots=True)
 class FrameResult:
     """The result of one frame.
 
@@ -103,7 +105,7 @@ class StreamEvent:
     message: str
 
 
-@dataclass
+@dataclass(slots=True)
 class _Item:
     sid: int
     index: int
@@ -123,6 +125,7 @@ class _Inbox:
         self.live: list[bool] = []
         self.done: list[bool] = []
         self.closed = False
+        self.takers = 0  # threads waiting in take(): a put wakes them only if there are any
         self._rr = 0
 
     def add(self, capacity: int, live: bool) -> int:
@@ -132,22 +135,27 @@ class _Inbox:
         self.done.append(False)
         return len(self.queues) - 1
 
-    def put(self, item: _Item) -> int:
-        """Queue a frame; returns how many stale frames it pushed out (live sources)."""
+    def put(self, items: list[_Item]) -> int:
+        """Queue frames of one source; returns how many stale frames they pushed out
+        (live sources). A file source hands frames over in chunks: one lock and at most
+        one wake-up per chunk, not per frame."""
+        sid = items[0].sid
         with self.cond:
-            q = self.queues[item.sid]
+            q, cap = self.queues[sid], self.capacity[sid]
             dropped = 0
-            if self.live[item.sid]:
-                while len(q) >= self.capacity[item.sid]:
+            if self.live[sid]:
+                q.extend(items)
+                while len(q) > cap:
                     q.popleft()
                     dropped += 1
             else:
-                while len(q) >= self.capacity[item.sid] and not self.closed:
+                while len(q) >= cap and not self.closed:
                     self.cond.wait(POLL_S)
                 if self.closed:
                     return 0
-            q.append(item)
-            self.cond.notify_all()
+                q.extend(items)
+            if self.takers:
+                self.cond.notify_all()
             return dropped
 
     def finish(self, sid: int) -> None:
@@ -166,24 +174,30 @@ class _Inbox:
 
     def take(self, max_n: int, max_wait_s: float) -> list[_Item]:
         """Up to ``max_n`` frames, round-robin across sources; waits at most ``POLL_S``
-        for the first frame, then at most ``max_wait_s`` for the batch to fill."""
+        for the first frame, then at most ``max_wait_s`` for the batch to fill.
+
+        Several file sources share each batch fairly: until the wait is over, none of them
+        gets more than its share of the batch (a file source is never short of frames for
+        long, so waiting a moment for the others keeps every file moving at the same pace).
+        Live sources give what they have: waiting for a camera would stall the files."""
         batch: list[_Item] = []
         with self.cond:
             if not any(self.queues):
                 if self.closed or all(self.done):
                     return batch
-                self.cond.wait(POLL_S)
+                self._wait(POLL_S)
                 if not any(self.queues):
                     return batch
             deadline = time.monotonic() + max_wait_s
             while True:
-                self._drain(batch, max_n)
+                self._drain(batch, max_n, self._file_share(max_n))
                 if len(batch) >= max_n or self.closed or all(self.done):
                     break
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
-                self.cond.wait(remaining)
+                self._wait(remaining)
+            self._drain(batch, max_n, None)  # the wait is over: fill from anyone
             # wake blocked file readers only once their queue is half empty: they then refill
             # it in one go instead of ping-ponging with this thread frame by frame
             if any(
@@ -193,15 +207,37 @@ class _Inbox:
                 self.cond.notify_all()
         return batch
 
-    def _drain(self, batch: list[_Item], max_n: int) -> None:
+    def _file_share(self, max_n: int) -> int | None:
+        """Most frames one file source may give a batch before the wait is over (None: any)."""
+        files = sum(
+            1 for q, live, done in zip(self.queues, self.live, self.done, strict=True) if not live and (q or not done)
+        )
+        return -(-max_n // files) if files > 1 else None
+
+    def _wait(self, timeout: float) -> None:
+        self.takers += 1
+        try:
+            self.cond.wait(timeout)
+        finally:
+            self.takers -= 1
+
+    def _drain(self, batch: list[_Item], max_n: int, file_share: int | None) -> None:
         n = len(self.queues)
+        taken = [0] * n
+        for it in batch:
+            taken[it.sid] += 1
         while len(batch) < max_n:
             took = False
             for k in range(n):
-                q = self.queues[(self._rr + k) % n]
-                if q and len(batch) < max_n:
-                    batch.append(q.popleft())
-                    took = True
+                sid = (self._rr + k) % n
+                q = self.queues[sid]
+                if not q or len(batch) >= max_n:
+                    continue
+                if file_share is not None and not self.live[sid] and taken[sid] >= file_share:
+                    continue
+                batch.append(q.popleft())
+                taken[sid] += 1
+                took = True
             self._rr = (self._rr + 1) % n
             if not took:
                 return
@@ -233,7 +269,7 @@ class Stream:
         max_wait_ms: longest the first frame of a batch waits for the batch to fill.
         top_k: classes reported per frame.
         queue_size: frames queued per live source (default 1: only the latest); file
-            sources queue ``2 * batch`` and never drop.
+            sources queue ``max(2 * batch, 16)`` and never drop.
         stall_timeout: seconds without a frame after which a live source is reopened.
         backoff: first and largest delay between reopen attempts, in seconds.
         max_frames: stop after this many results (all sources together).
@@ -307,7 +343,7 @@ class Stream:
                 readers.append(_open(source))
                 stats = SourceStats(sid, source.uri, source.live, total=source.total)
                 self.stats.sources.append(stats)
-                capacity = self.queue_size if source.live else max(2 * self.batch, 4)
+                capacity = self.queue_size if source.live else max(2 * self.batch, 16)
                 self._inbox.add(capacity, source.live)
                 self._slots.append(_Slot(sid, source, stats))
             for spec in self._sink_specs:
@@ -328,11 +364,18 @@ class Stream:
         return self
 
     def _warm_up(self) -> None:
-        """One inference before capture starts: first calls are slow (ORT allocations,
-        TensorRT context setup) and would otherwise show as drops and a latency spike."""
+        """Inference before capture starts: first calls are slow (ONNX Runtime allocates and
+        times each batch-size bucket, TensorRT sets up its context) and would otherwise show
+        as drops and a latency spike. Live batches take any size up to ``batch``, so every
+        power of two below it is warmed up too; file batches are full but for the last."""
         c, size = self.model.preprocess.channels, self.model.preprocess.size
-        with contextlib.suppress(Exception):  # a broken model is reported by the loop itself
-            self.model.infer_tensor(np.zeros((min(self.batch, self.model.batch_size), c, size, size), np.float32))
+        top = min(self.batch, self.model.batch_size)
+        sizes = {top}
+        if any(s.live for s in self.sources):
+            sizes.update(1 << k for k in range(top.bit_length()) if 1 << k < top)
+        for n in sorted(sizes):
+            with contextlib.suppress(Exception):  # a broken model is reported by the loop itself
+                self.model.infer_tensor(np.zeros((n, c, size, size), np.float32))
 
     def stop(self) -> None:
         """End the stream at the next batch (thread- and signal-handler-safe)."""
@@ -445,6 +488,7 @@ class Stream:
         self.stats.batches += 1
         self.stats.batched_frames += len(items)
         names = self.model.class_names
+        rows = idx.tolist()  # python ints: cheaper to look names up with than numpy scalars
         return [
             FrameResult(
                 source=self.sources[it.sid].uri,
@@ -454,7 +498,7 @@ class Stream:
                 latency_ms=(now - it.t_mono) * 1000.0,
                 indices=idx[j],
                 probs=top[j],
-                labels=[names[i] for i in idx[j]],
+                labels=[names[i] for i in rows[j]],
                 frame=it.frame,
                 batch_size=len(items),
             )
@@ -481,7 +525,8 @@ class Stream:
         st = self.stats.sources[result.source_id]
         now = time.monotonic()
         st.record(result.latency_ms, now)
-        self.stats.latency.add(result.latency_ms)
+        if not self.sinks:
+            return
         annotated = None
         if any(s.wants_frames for s in self.sinks):
             annotated = draw_overlay(result.frame, result.label, result.prob, st.fps(now), result.latency_ms)
@@ -518,6 +563,16 @@ class Stream:
 
     def _capture(self, slot: _Slot, generation: int, reader: Reader | None) -> None:
         source, st = slot.source, slot.stats
+        # files: frames go to the queue in chunks (one lock and one wake-up per chunk), sized
+        # so that several file sources still share each batch; live: one by one (freshest)
+        files = sum(not s.live for s in self.sources)
+        chunk = 1 if source.live else max(1, self.batch // files)
+        pending: list[_Item] = []
+
+        def flush() -> None:
+            if pending:
+                st.dropped += self._inbox.put(pending[:])
+                pending.clear()
 
         def current() -> bool:
             return slot.generation == generation and not self._stop.is_set()
@@ -543,6 +598,7 @@ class Stream:
                     _quiet_close(reader)
                     reader = None
                     if not source.live:
+                        flush()
                         self._event("failed", source.uri, f"{st.last_error}; the source is closed")
                         st.state = "failed"
                         break
@@ -551,6 +607,7 @@ class Stream:
                 if not current():
                     return
                 if frame is None:
+                    flush()
                     st.state = "ended"
                     self._event("ended", source.uri, f"end of stream after {slot.next_index} frames")
                     break
@@ -565,7 +622,9 @@ class Stream:
                     self._event("corrupt", source.uri, f"frame {index}: {_one_line(exc)}")
                     continue
                 st.captured += 1
-                st.dropped += self._inbox.put(_Item(slot.sid, index, t_wall, t_mono, frame, small))
+                pending.append(_Item(slot.sid, index, t_wall, t_mono, frame, small))
+                if len(pending) >= chunk or t_mono - pending[0].t_mono >= self.max_wait_s:
+                    flush()
             if slot.generation == generation:
                 slot.ended = True
                 self._inbox.finish(slot.sid)
@@ -635,11 +694,14 @@ class _Converter:
     """Frame (BGR, BGRA or gray uint8) -> the model's channels and input size."""
 
     def __init__(self, model: Model):
-        self.pre = model.preprocess
-
-    def __call__(self, frame: Any) -> np.ndarray:
         import cv2
 
+        self.cv2 = cv2
+        self.pre = model.preprocess
+        self.size = (model.preprocess.size, model.preprocess.size)
+
+    def __call__(self, frame: Any) -> np.ndarray:
+        cv2 = self.cv2
         if not isinstance(frame, np.ndarray) or frame.dtype != np.uint8 or frame.ndim not in (2, 3) or frame.size == 0:
             what = (
                 f"{frame.dtype} array of shape {frame.shape}" if isinstance(frame, np.ndarray) else type(frame).__name__
@@ -655,6 +717,9 @@ class _Converter:
             img = cv2.cvtColor(frame, code)
         if img.ndim == 3 and img.shape[2] == 1:
             img = img[:, :, 0]
+        if img.shape[:2] == self.size:  # already at model size (the camera was set to it)
+            img = img.copy() if img is frame else img  # never a view of the reader's buffer
+            return img if img.ndim == 3 else img[:, :, None]
         return self.pre.resize([img])[0]
 
 

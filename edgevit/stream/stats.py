@@ -29,18 +29,32 @@ class LatencyHistogram:
     RATIO = 1.01
     BINS = 2400
 
+    _INV_LOG_RATIO = 1.0 / math.log(RATIO)
+
     def __init__(self) -> None:
-        self.counts = np.zeros(self.BINS, dtype=np.int64)
+        self.counts = [0] * self.BINS  # a list: one increment per frame costs less than numpy's
         self.count = 0
         self.total = 0.0
         self.max = 0.0
 
     def add(self, ms: float) -> None:
-        i = 0 if ms <= self.LOW_MS else int(math.log(ms / self.LOW_MS, self.RATIO)) + 1
-        self.counts[min(i, self.BINS - 1)] += 1
+        i = 0 if ms <= self.LOW_MS else int(math.log(ms / self.LOW_MS) * self._INV_LOG_RATIO) + 1
+        self.counts[i if i < self.BINS else self.BINS - 1] += 1
         self.count += 1
         self.total += ms
-        self.max = max(self.max, ms)
+        if ms > self.max:
+            self.max = ms
+
+    @classmethod
+    def merged(cls, parts: list[LatencyHistogram]) -> LatencyHistogram:
+        """One histogram holding every value of ``parts``."""
+        out = cls()
+        for h in parts:
+            out.counts = [a + b for a, b in zip(out.counts, h.counts, strict=True)]
+            out.count += h.count
+            out.total += h.total
+            out.max = max(out.max, h.max)
+        return out
 
     def percentile(self, q: float) -> float:
         """The q-th percentile (0-100), as the upper edge of its bin (within 1%)."""
@@ -142,7 +156,11 @@ class StreamStats:
     started: float = field(default_factory=time.monotonic)
     ended: float | None = None
     stopped_by: str = ""  # "", "signal", "max_frames", "duration", "sink", "error"
-    latency: LatencyHistogram = field(default_factory=LatencyHistogram)
+
+    @property
+    def latency(self) -> LatencyHistogram:
+        """Every source's latencies together (merged on demand: one add per frame, not two)."""
+        return LatencyHistogram.merged([s.latency for s in self.sources])
 
     @property
     def elapsed_s(self) -> float:
