@@ -40,9 +40,10 @@ def load(
         provider: ONNX Runtime execution provider: ``cpu``, ``cuda`` or ``tensorrt``.
         batch_size: largest batch sent to the backend at once.
         threads: CPU threads for ONNX Runtime or OpenVINO (``None``: all cores).
-        precision: OpenVINO's inference precision hint: ``default`` (OpenVINO's choice,
-            BF16 on CPUs with BF16 units), ``f32``, ``bf16`` or ``f16``. The precision in
-            use is in ``model.backend``. Other backends take only ``default``.
+        precision: OpenVINO's precision for the parts of the model that are not INT8:
+            ``default`` (FP32, what the artifact says), ``auto`` (OpenVINO's choice, BF16 on
+            CPUs with BF16 units), ``f32``, ``bf16`` or ``f16``. The precision in use is in
+            ``model.backend``. Other backends take only ``default``.
         parallel: how ONNX Runtime on the CPU uses the threads: ``auto`` (default),
             ``batch`` (one slice of the batch per thread, for throughput) or ``ops``
             (ONNX Runtime's intra-op threads, for the latency of one image); see

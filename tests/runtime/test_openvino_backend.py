@@ -39,24 +39,28 @@ def test_openvino_runs_the_int8_artifact_like_onnx_runtime(nano_artifacts, digit
 
 
 @needs_ov
-def test_f32_hint_matches_onnx_runtime_fp32_closely(nano_artifacts, digits):
+@pytest.mark.parametrize("precision", ["default", "f32"])
+def test_default_and_f32_hint_match_onnx_runtime_fp32_closely(nano_artifacts, digits, precision):
     x = runtime.load(nano_artifacts.fp32_onnx).preprocess(digits.test.images[:32])
     with (
         runtime.load(nano_artifacts.fp32_onnx) as ref,
-        runtime.load(nano_artifacts.fp32_onnx, backend="openvino", precision="f32") as ov,
+        runtime.load(nano_artifacts.fp32_onnx, backend="openvino", precision=precision) as ov,
     ):
-        assert ov.backend == "openvino:CPU:f32(hint)"
+        assert ov.backend == f"openvino:CPU:f32({'default' if precision == 'default' else 'hint'})"
         np.testing.assert_allclose(ov.logits(x), ref.logits(x), atol=1e-3)
 
 
 @needs_ov
 def test_the_precision_in_use_is_in_the_backend_name(nano_artifacts):
     with runtime.load(nano_artifacts.int8_onnx, backend="openvino", threads=1) as model:
-        # OpenVINO's own choice (BF16 on CPUs with BF16 units) is named, never silent
-        assert re.fullmatch(r"openvino:CPU:(f32|bf16|f16)\(default\)", model.backend), model.backend
-        assert model.runner.inference_precision in model.backend
+        # the default is the artifact's own precision: FP32 for everything not quantized
+        assert model.backend == "openvino:CPU:f32(default)"
         assert model.runner.threads == 1
         assert "openvino" in repr(model)
+    with runtime.load(nano_artifacts.int8_onnx, backend="openvino", precision="auto") as model:
+        # OpenVINO's own choice (BF16 on CPUs with BF16 units) is named, never silent
+        assert re.fullmatch(r"openvino:CPU:(f32|bf16|f16)\(auto\)", model.backend), model.backend
+        assert model.runner.inference_precision in model.backend
 
 
 @needs_ov
