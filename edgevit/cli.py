@@ -113,7 +113,7 @@ def _add_quant_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--smoothquant",
         action=argparse.BooleanOptionalAction,
-        default=True,  # on for users: outlier nano model 95.6% -> 100% agreement (benchmarks/quant_accuracy.md)
+        default=d.smoothquant,
         help="fold SmoothQuant scales into the LayerNorm -> Linear pairs (FP32 function unchanged; default on)",
     )
     p.add_argument("--smoothquant-alpha", type=float, default=d.smoothquant_alpha, help="migration strength, 0..1")

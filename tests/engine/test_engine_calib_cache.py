@@ -16,16 +16,23 @@ from edgevit.errors import ArtifactError
 
 
 def test_cache_round_trip(nano_variants: SimpleNamespace, tmp_path: Path) -> None:
-    """Write the table as a cache, read it back: same tensors, scale = amax / 127 as big-endian float32 hex."""
+    """Write the table as a cache, read it back: same tensors, scale = amax / 127 as big-endian
+    float32 hex. The cache is for implicit INT8 on the *FP32* model, so a tensor SmoothQuant
+    rescaled (a LayerNorm output) gets the range of the unsmoothed tensor."""
     table = CalibrationTable.load(nano_variants.calib_table)
+    original = table.transforms["smoothquant"]["original_amax"]  # SmoothQuant is the default
+    assert original and set(original) <= set(table.tensors)
     path = tmp_path / "x.cache"
     table.save_trt_cache(path, tag="TRT-8502-EntropyCalibration2")
     header, scales = read_trt_cache(path)
     assert header == "TRT-8502-EntropyCalibration2"
     assert set(scales) == set(table.tensors)
     for name, r in table.tensors.items():
-        want = struct.unpack(">f", struct.pack(">f", r.amax / 127.0 if r.amax > 0 else 1 / 127.0))[0]
+        amax = float(original[name]) if name in original else r.amax
+        want = struct.unpack(">f", struct.pack(">f", amax / 127.0 if amax > 0 else 1 / 127.0))[0]
         assert scales[name] == pytest.approx(want, rel=0, abs=0)
+        if name in original:
+            assert scales[name] != pytest.approx(r.scale, rel=1e-6)  # not the smoothed range
     lines = path.read_text().splitlines()
     assert all(len(line.rsplit(": ", 1)[1]) == 8 for line in lines[1:])
 
