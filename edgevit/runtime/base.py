@@ -135,7 +135,15 @@ class Model:
             chunk = images[start : start + bs]
             x = self.preprocess.check_tensor(chunk) if is_tensor else self.preprocess(chunk)
             outs.append(self.infer_tensor(x))
-        return np.concatenate(outs, axis=0)
+        return outs[0] if len(outs) == 1 else np.concatenate(outs, axis=0)
+
+    def infer_tensors(self, x: np.ndarray) -> np.ndarray:
+        """Logits of an already preprocessed float32 NCHW batch of any length (no checks),
+        in calls of at most ``batch_size`` images: for callers that built ``x`` themselves."""
+        step = self.batch_size
+        if len(x) <= step:
+            return self.infer_tensor(x)
+        return np.concatenate([self.infer_tensor(x[i : i + step]) for i in range(0, len(x), step)])
 
     def infer_tensor(self, x: np.ndarray) -> np.ndarray:
         """Run one already preprocessed batch (no splitting, no checks) and return logits."""

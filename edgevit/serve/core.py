@@ -91,10 +91,6 @@ class InferenceCore:
 
     def probabilities(self, x: np.ndarray) -> np.ndarray:
         """Softmax probabilities of a checked float32 NCHW batch, in backend-sized chunks."""
-        bs = self.model.batch_size
-        chunks = []
-        for start in range(0, x.shape[0], bs):
-            chunks.append(self.model.infer_tensor(x[start : start + bs]))
-            self.backend_calls += 1
-        logits = chunks[0] if len(chunks) == 1 else np.concatenate(chunks, axis=0)
+        logits = self.model.infer_tensors(x)
+        self.backend_calls += -(-x.shape[0] // self.model.batch_size)
         return softmax(logits.astype(np.float32, copy=True))

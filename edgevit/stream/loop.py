@@ -506,11 +506,9 @@ class Stream:
         ]
 
     def _logits(self, small: np.ndarray) -> np.ndarray:
-        x = self.model.preprocess.normalize(small)  # vectorized over the batch
-        step = self.model.batch_size
-        if len(x) <= step:
-            return self.model.infer_tensor(x)
-        return np.concatenate([self.model.infer_tensor(x[i : i + step]) for i in range(0, len(x), step)])
+        # uint8 frames already checked and resized on capture: normalize the whole batch at
+        # once, no NaN check needed
+        return self.model.infer_tensors(self.model.preprocess.normalize(small))
 
     def _failed(self, items: list[_Item], exc: BaseException) -> list[FrameResult]:
         self.stats.failed_batches += 1
