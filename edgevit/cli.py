@@ -192,9 +192,10 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     from edgevit import runtime
     from edgevit.data import load_dataset
+    from edgevit.runtime.cli_args import load_from_args
     from edgevit.validate import validate
 
-    with runtime.load(args.reference) as ref, runtime.load(args.candidate) as cand:
+    with runtime.load(args.reference) as ref, load_from_args(args.candidate, args) as cand:
         cfg = ref.info.model_config
         source = args.data or ref.info.data
         ds = load_dataset(source, size=cfg.img_size, channels=cfg.in_chans)
@@ -242,9 +243,9 @@ def _read_image(path: Path, channels: int):
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from edgevit import runtime
+    from edgevit.runtime.cli_args import load_from_args
 
-    with runtime.load(args.model, provider=args.provider) as model:
+    with load_from_args(args.model, args) as model:
         images = [_read_image(Path(p), model.preprocess.channels) for p in args.images]
         pred = model.predict(images, top_k=args.top_k)
     for path, rec in zip(args.images, pred.to_records(), strict=True):
@@ -286,6 +287,8 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from edgevit.runtime.cli_args import add_runtime_args  # no torch: runtime only
+
     parser = argparse.ArgumentParser(
         prog="edgevit", description="A Vision Transformer from training to INT8 inference on edge devices."
     )
@@ -335,6 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-agreement", type=float, default=98.0, help="gate: smallest top-1 agreement in percent")
     p.add_argument("--out", help="report folder (default: the candidate's folder)")
     p.add_argument("--stem", default="validation", help="report file name stem")
+    add_runtime_args(p, what="the candidate (the reference runs on ONNX Runtime's CPU default)")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_validate)
 
@@ -342,7 +346,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model")
     p.add_argument("images", nargs="+")
     p.add_argument("--top-k", type=int, default=3)
-    p.add_argument("--provider", default="cpu", help="ONNX Runtime provider: cpu, cuda, tensorrt")
+    add_runtime_args(p)
     p.add_argument("--json", action="store_true", help="one JSON line per image")
     p.set_defaults(func=cmd_predict)
 

@@ -71,6 +71,31 @@ def test_export_quantize_validate_predict_info(nano_artifacts, tmp_path, digits)
     assert json.loads(proc.stdout)["precision"] == "int8"
 
 
+def test_predict_on_every_cpu_backend_agrees(nano_artifacts, tmp_path, digits):
+    pytest.importorskip("openvino", reason="openvino is not installed (pip install 'edgevit[openvino]')")
+    paths = []
+    for i in range(4):
+        paths.append(tmp_path / f"d{i}.png")
+        cv2.imwrite(str(paths[-1]), digits.test.images[i])
+    tops = {}
+    for backend in ("onnxruntime", "openvino"):
+        proc = run("predict", str(nano_artifacts.int8_onnx), *map(str, paths), "--json", "--backend", backend)
+        assert proc.returncode == 0, proc.stderr
+        tops[backend] = [json.loads(line)["top_k"][0]["index"] for line in proc.stdout.splitlines()]
+    assert tops["onnxruntime"] == tops["openvino"] and len(tops["openvino"]) == 4
+
+
+def test_runtime_options_that_do_not_fit_the_backend_are_errors(nano_artifacts, tmp_path):
+    img = tmp_path / "d.png"
+    cv2.imwrite(str(img), np.zeros((8, 8), np.uint8))
+    int8 = str(nano_artifacts.int8_onnx)
+    assert_one_line_error(
+        run("predict", int8, str(img), "--backend", "openvino", "--provider", "cuda"), "ONNX Runtime setting"
+    )
+    assert_one_line_error(run("predict", int8, str(img), "--precision", "bf16"), "OpenVINO setting")
+    assert_one_line_error(run("predict", int8, str(img), "--backend", "tensorrt"), "edgevit build")
+
+
 def test_bad_inputs_one_line_exit_2(nano_artifacts, tmp_path):
     assert_one_line_error(run("export", str(tmp_path / "missing.pt")), "does not exist")
 

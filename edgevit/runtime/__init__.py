@@ -16,6 +16,7 @@ from edgevit.runtime.base import Model, Prediction, Runner, softmax, topk
 
 __all__ = ["Model", "Prediction", "Runner", "load", "softmax", "topk"]
 
+BACKENDS = ("auto", "onnxruntime", "openvino", "tensorrt")
 ONNX_SUFFIXES = {".onnx"}
 ENGINE_SUFFIXES = {".engine", ".plan"}
 
@@ -60,6 +61,12 @@ def load(
             backend = "tensorrt"
         else:
             raise ArtifactError(f"{path}: unknown artifact type {suffix!r}; expected .onnx, .engine or .plan")
+    if backend not in BACKENDS:
+        raise BackendError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if provider != "cpu" and backend != "onnxruntime":
+        raise BackendError(
+            f"provider={provider!r} is an ONNX Runtime setting; use backend='onnxruntime' (or auto for .onnx)"
+        )
     if precision != "default" and backend != "openvino":
         raise BackendError(f"precision={precision!r} is an OpenVINO setting; use backend='openvino' or leave it out")
     if parallel != "auto" and backend != "onnxruntime":
@@ -75,16 +82,22 @@ def load(
         runner = OpenVinoRunner(path, precision=precision, threads=threads)
         return Model(runner, info, path=path, batch_size=batch_size)
     if backend == "onnxruntime":
+        if suffix not in ONNX_SUFFIXES:
+            raise ArtifactError(f"{path}: the ONNX Runtime backend loads .onnx models, not {suffix!r}")
         from edgevit.runtime.ort_backend import OnnxRuntimeRunner
 
         runner = OnnxRuntimeRunner(path, provider=provider, threads=threads, parallel=parallel)
         # the metadata comes from the session the runner already built: one session, not two
         meta = runner.session.get_modelmeta().custom_metadata_map
         return Model(runner, ArtifactInfo.from_metadata(meta, where=str(path)), path=path, batch_size=batch_size)
-    if backend == "tensorrt":
-        try:
-            from edgevit.runtime.trt_backend import load_engine
-        except ImportError as exc:  # pragma: no cover - depends on the install
-            raise BackendError(f"the TensorRT backend is not available in this edgevit install ({exc})") from exc
-        return load_engine(path, batch_size=batch_size)
-    raise BackendError(f"unknown backend {backend!r}; choose auto, onnxruntime, openvino or tensorrt")
+    # backend == "tensorrt"
+    if suffix not in ENGINE_SUFFIXES:
+        raise ArtifactError(
+            f"{path}: the TensorRT backend loads built engines (.engine/.plan); build one on the device "
+            f"with `edgevit build {path.name}`, or run the .onnx with backend='onnxruntime'"
+        )
+    try:
+        from edgevit.runtime.trt_backend import load_engine
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise BackendError(f"the TensorRT backend is not available in this edgevit install ({exc})") from exc
+    return load_engine(path, batch_size=batch_size)

@@ -29,6 +29,8 @@ examples:
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``camera`` subcommand to an ``argparse`` subparsers object."""
+    from edgevit.runtime.cli_args import add_runtime_args
+
     p = subparsers.add_parser(
         "camera",
         help="classify frames from cameras, streams, videos or image folders",
@@ -86,13 +88,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     p.add_argument("--max-frames", type=int, default=None, help="stop after this many results")
     p.add_argument("--stats", type=Path, default=None, help="write the summary as JSON to this file")
-    p.add_argument(
-        "--provider",
-        default="cpu",
-        choices=["cpu", "cuda", "tensorrt"],
-        help="ONNX Runtime execution provider (default cpu)",
-    )
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for ONNX Runtime")
+    add_runtime_args(p)
     p.add_argument("--quiet", "-q", action="store_true", help="no status line, progress bar or event lines")
     p.set_defaults(func=handler)
     return p
@@ -190,8 +186,8 @@ class _Reporter:
 
 def handler(args: argparse.Namespace) -> int:
     """Run ``edgevit camera``; returns the exit code (0 also after Ctrl-C / SIGTERM)."""
-    from edgevit import runtime
     from edgevit.artifacts import write_json_atomic
+    from edgevit.runtime.cli_args import load_from_args
     from edgevit.stream.loop import Stream
     from edgevit.stream.sinks import display_problem
 
@@ -216,7 +212,7 @@ def handler(args: argparse.Namespace) -> int:
         "latency_ms": args.rtsp_latency,
     }
 
-    model = runtime.load(model_path, provider=args.provider, threads=args.threads)
+    model = load_from_args(model_path, args)
     try:
         stream = Stream(
             model,
