@@ -127,3 +127,19 @@ def summarize(rounds_ms: list[list[float]], batch: int) -> Stats:
         p99_ms=float(p99),
         mean_ms=float(pooled.mean()),
     )
+
+
+def plain_ort_session(path: str | Path, threads: int) -> Any:
+    """A plain ``onnxruntime.InferenceSession`` with ONNX Runtime's own defaults (intra-op
+    threads that spin, all graph optimizations, no edgevit rewrites): what a user who picks
+    ONNX Runtime instead of edgevit runs."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.intra_op_num_threads = threads
+    opts.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise BackendError(f"ONNX Runtime cannot load {path} ({str(exc).splitlines()[0][:200]})") from exc

@@ -80,12 +80,13 @@ def worker(spec: dict[str, Any], batches: list[int], threads: int) -> dict[str, 
             return runner.infer({runner.input_name: x})
 
     elif spec["kind"] == "plain-session":
-        from edgevit.runtime.ort_backend import OnnxRuntimeRunner
+        from edgevit.bench.measure import plain_ort_session
 
-        runner = OnnxRuntimeRunner(spec["path"], threads=threads, parallel="ops", tune=False)
+        sess = plain_ort_session(spec["path"], threads)
+        names, inp = [o.name for o in sess.get_outputs()], sess.get_inputs()[0].name
 
         def infer(x: np.ndarray) -> Any:
-            return runner.session.run(runner.output_names, {runner.input_name: x})
+            return sess.run(names, {inp: x})
 
     else:
         from edgevit import runtime

@@ -32,7 +32,7 @@ import numpy as np
 
 from edgevit import __version__
 from edgevit.artifacts import read_onnx_info
-from edgevit.bench.measure import WallTimer, peak_rss_mb, summarize, timer_for
+from edgevit.bench.measure import WallTimer, peak_rss_mb, plain_ort_session, summarize, timer_for
 from edgevit.bench.memory import measure_memory
 from edgevit.bench.variants import ort_default_int8, policy_variant, random_images
 from edgevit.config import PRESETS, ViTConfig
@@ -131,6 +131,7 @@ class Target:
     config: ViTConfig | None = None
     spec: dict[str, Any] = field(default_factory=dict)  # how a fresh process loads it (memory)
     max_batch: int | None = None  # a TensorRT profile's largest batch; larger cases are skipped
+    runner: Any = None  # the runtime runner behind ``infer``, when there is one
     memory: dict[str, Any] = field(default_factory=dict)
 
     def describe(self, threads: int) -> dict[str, Any]:
@@ -207,6 +208,7 @@ def _runtime_target(
         note=note,
         config=model.info.model_config,
         max_batch=model.runner.max_batch,
+        runner=model.runner,
         spec={
             "kind": "runtime",
             "path": str(path),
@@ -217,12 +219,11 @@ def _runtime_target(
     )
 
 
-def _runner_target(base: Target, model_path: Path, threads: int) -> Target:
-    """The same artifact on the same runner, called directly: what ``predict`` adds
-    (input checks, softmax, top-k, labels) is the difference."""
-    from edgevit.runtime.ort_backend import OnnxRuntimeRunner
-
-    runner = OnnxRuntimeRunner(model_path, threads=threads)
+def _runner_target(base: Target, model_path: Path) -> Target:
+    """The very runner of ``base``, called directly: what ``predict`` adds (input checks,
+    softmax, top-k, labels) is the difference. One runner, so one plan (its modes are timed
+    per load, and two loads could settle differently)."""
+    runner = base.runner
     infer_fn, inp = runner.infer, runner.input_name
 
     def infer(x: np.ndarray) -> Any:
@@ -237,8 +238,9 @@ def _runner_target(base: Target, model_path: Path, threads: int) -> Target:
         precision=base.precision,
         artifact=model_path,
         infer=infer,
-        close=runner.close,
+        close=lambda: None,  # base closes the runner
         preprocess=base.preprocess,
+        note=base.note,
         spec={"kind": "session", "path": str(model_path), "preprocess": base.preprocess.to_dict()},
     )
 
@@ -246,10 +248,8 @@ def _runner_target(base: Target, model_path: Path, threads: int) -> Target:
 def _plain_session_target(tid: str, group: str, kind: str, label: str, path: Path, threads: int) -> Target:
     """A plain ``onnxruntime.InferenceSession`` (intra-op threads, all graph optimizations):
     what a user who picks ONNX Runtime instead of edgevit runs."""
-    from edgevit.runtime.ort_backend import OnnxRuntimeRunner
-
-    runner = OnnxRuntimeRunner(path, threads=threads, parallel="ops", tune=False)
-    sess, names, inp = runner.session, runner.output_names, runner.input_name
+    sess = plain_ort_session(path, threads)
+    names, inp = [o.name for o in sess.get_outputs()], sess.get_inputs()[0].name
     info = read_onnx_info(path)
 
     def infer(x: np.ndarray) -> Any:
@@ -260,11 +260,11 @@ def _plain_session_target(tid: str, group: str, kind: str, label: str, path: Pat
         group=group,
         kind=kind,
         label=label,
-        backend=f"{runner.name} (plain session)",
+        backend=f"onnxruntime:{sess.get_providers()[0]} (plain session)",
         precision=info.precision,
         artifact=path,
         infer=infer,
-        close=runner.close,
+        close=lambda: None,  # the session goes with the target
         preprocess=info.preprocess,
         spec={"kind": "plain-session", "path": str(path), "preprocess": info.preprocess.to_dict()},
     )
@@ -384,7 +384,7 @@ def build_targets(cfg: BenchConfig, threads: int, log: Callable[[str], None]) ->
                 label = "our INT8, ONNX Runtime"
                 base = _runtime_target(f"{group}/ort-int8", group, "ort-int8", label, int8, "onnxruntime", threads)
                 targets.append(base)
-                targets.append(_runner_target(base, int8, threads))
+                targets.append(_runner_target(base, int8))
                 targets.append(
                     _plain_session_target(
                         f"{group}/ort-int8-plain",
