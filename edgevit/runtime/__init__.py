@@ -12,9 +12,9 @@ from pathlib import Path
 
 from edgevit.artifacts import ArtifactInfo, read_onnx_info
 from edgevit.errors import ArtifactError, BackendError
-from edgevit.runtime.base import Model, Prediction, Runner, softmax, topk
+from edgevit.runtime.base import Model, Prediction, Runner, softmax, top_probs, topk
 
-__all__ = ["Model", "Prediction", "Runner", "load", "softmax", "topk"]
+__all__ = ["Model", "Prediction", "Runner", "load", "softmax", "top_probs", "topk"]
 
 BACKENDS = ("auto", "onnxruntime", "openvino", "tensorrt")
 ONNX_SUFFIXES = {".onnx"}

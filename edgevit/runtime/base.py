@@ -80,6 +80,21 @@ def topk(probs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return idx, probs[r, idx]
 
 
+def top_probs(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` most probable classes of each row of ``logits`` and their softmax
+    probabilities, best first: the post-processing of ``predict`` and the camera loop.
+
+    Ranks ``exp(z - max)`` (the order of the probabilities) and normalizes only the ``k``
+    kept values: fewer passes than ``topk(softmax(logits), k)``, same result.
+    """
+    z = logits.astype(np.float32, copy=True)
+    z -= z.max(axis=-1, keepdims=True)
+    np.exp(z, out=z)
+    idx, top = topk(z, k)
+    top /= z.sum(axis=-1, keepdims=True)
+    return idx, top
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     z = logits - logits.max(axis=-1, keepdims=True)
     np.exp(z, out=z)
@@ -163,8 +178,9 @@ class Model:
     def predict(self, images: ImageBatch, top_k: int = 5, batch_size: int | None = None) -> Prediction:
         """Classify images; returns the ``top_k`` classes of each, best first."""
         logits = self.logits(images, batch_size)
-        idx, top = topk(softmax(logits.astype(np.float32, copy=True)), top_k)
-        labels = [[self.class_names[i] for i in row] for row in idx]
+        idx, top = top_probs(logits, top_k)
+        names = self.class_names
+        labels = [[names[i] for i in row] for row in idx.tolist()]  # python ints index faster
         return Prediction(indices=idx, probs=top, labels=labels, logits=logits)
 
     def _batch_size(self, batch_size: int | None) -> int:

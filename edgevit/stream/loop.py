@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from edgevit.errors import BackendError, EdgeVitError, InputError
-from edgevit.runtime import Model, softmax, topk
+from edgevit.runtime import Model, top_probs
 from edgevit.stream.overlay import draw_overlay
 from edgevit.stream.sinks import Sink, open_sink
 from edgevit.stream.sources import CorruptFrameError, Reader, Source, open_source
@@ -482,7 +482,7 @@ class Stream:
             for it in items:
                 results.extend(self._infer([it]))
             return results
-        idx, top = topk(softmax(logits.astype(np.float32, copy=True)), self.top_k)
+        idx, top = top_probs(logits, self.top_k)
         now = time.monotonic()
         self.stats.infer_s += now - t0
         self.stats.batches += 1

@@ -140,10 +140,22 @@ def test_topk_matches_a_full_sort():
     from edgevit.runtime import topk
 
     rng = np.random.default_rng(0)
-    probs = rng.random((50, 10)).astype(np.float32)
-    for k in (1, 3, 10, 99):
-        idx, vals = topk(probs, k)
-        ref = np.argsort(-probs, axis=1, kind="stable")[:, : min(k, 10)]
-        np.testing.assert_array_equal(idx, ref)
-        np.testing.assert_array_equal(vals, np.take_along_axis(probs, ref, axis=1))
-        assert idx.dtype == np.int64
+    for classes in (10, 1000):  # one sort per row / argpartition, then a sort of k
+        probs = rng.random((50, classes)).astype(np.float32)
+        for k in (1, 3, 10, 99, 5000):
+            idx, vals = topk(probs, k)
+            ref = np.argsort(-probs, axis=1, kind="stable")[:, : min(k, classes)]
+            np.testing.assert_array_equal(idx, ref)
+            np.testing.assert_array_equal(vals, np.take_along_axis(probs, ref, axis=1))
+            assert idx.dtype == np.int64
+
+
+def test_top_probs_is_softmax_then_topk():
+    from edgevit.runtime import softmax, top_probs, topk
+
+    logits = np.random.default_rng(1).normal(0, 5, (40, 1000)).astype(np.float32)
+    idx, probs = top_probs(logits, 5)
+    ref_idx, ref_probs = topk(softmax(logits.copy()), 5)
+    np.testing.assert_array_equal(idx, ref_idx)
+    np.testing.assert_allclose(probs, ref_probs, rtol=1e-6)
+    assert probs.dtype == np.float32 and logits.std() > 4  # the input was not changed
