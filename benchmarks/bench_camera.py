@@ -11,7 +11,8 @@ top-5. For batch 1 and 8 it times
 * ``loop``: ``Stream`` over the same frames as a file source (capture thread, queue,
   micro-batcher, results and stats; no sinks),
 
-best of ``--repeat`` runs each, interleaved, and prints the ratios measured in this run.
+in ``--repeat`` interleaved rounds, and prints the medians of the ratios taken within each
+round (loop / predict, and the loop's own overhead over pure inference time).
 Then it measures capture-to-result latency on paced live sources (30 fps each).
 Results of a run are recorded in ``benchmarks/camera.md``.
 """
@@ -110,23 +111,27 @@ def main() -> int:
     ap.add_argument("--frames", type=int, default=512)
     ap.add_argument("--width", type=int, default=640)
     ap.add_argument("--height", type=int, default=480)
-    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--repeat", type=int, default=9, help="interleaved rounds (infer, predict, loop in each)")
     ap.add_argument("--live-seconds", type=float, default=5.0)
+    ap.add_argument("--json", type=Path, default=None, help="also write every number to this JSON file")
     args = ap.parse_args()
 
     model_path = args.model or find_default_model(ROOT / "runs")
     model = runtime.load(model_path)
     frames = camera_frames(args.frames, args.width, args.height)
-    print(f"machine: {machine()}")
+    report: dict = {"machine": machine(), "model": str(model_path), "backend": model.backend, "frames": args.frames}
+    report.update(size=f"{args.width}x{args.height}", rounds=args.repeat, load_average=list(os.getloadavg()))
+    print(f"machine: {report['machine']}")
     print(
         f"model: {model_path} ({model.backend}, {model.info.precision}); "
-        f"{args.frames} frames of {args.width}x{args.height} BGR; best of {args.repeat}"
+        f"{args.frames} frames of {args.width}x{args.height} BGR; {args.repeat} interleaved rounds, medians"
     )
     time_predict(model, frames[:64], 8)  # warm up
     print(
         f"{'batch':>5} {'infer fps':>10} {'predict fps':>12} {'loop fps':>9} {'loop/predict':>13} "
-        f"{'loop p50 ms':>12} {'loop p99 ms':>12}"
+        f"{'IQR':>13} {'overhead/infer':>15} {'loop p50 ms':>12} {'loop p99 ms':>12}"
     )
+    report["file"] = []
     for batch in (1, 8):
         infer, predict, loop = [], [], []
         stream = None
@@ -136,22 +141,50 @@ def main() -> int:
             t, stream = time_loop(model, frames, batch)
             loop.append(t)
         n = len(frames)
-        ti, tp, tl = min(infer), min(predict), min(loop)
+        ti, tp, tl = (float(np.median(v)) for v in (infer, predict, loop))
+        # ratios are taken within a round, between neighbours in time, so the slow phases
+        # of a shared machine cancel out; the medians over rounds are reported
+        paired = np.array(loop) / np.array(predict)
+        # the loop's own overhead (what it adds over a plain predict() loop) as a share of
+        # the pure inference time of the same round
+        overhead = (np.array(loop) - np.array(predict)) / np.array(infer)
+        q1, q3 = np.percentile(paired, [25, 75])
         lat = stream.stats.summary()["latency_ms"] if stream else {}
+        row = {
+            "batch": batch,
+            "infer_fps": n / ti,
+            "predict_fps": n / tp,
+            "loop_fps": n / tl,
+            "loop_over_predict": float(np.median(paired)),
+            "loop_over_predict_iqr": [float(q1), float(q3)],
+            "overhead_over_infer": float(np.median(overhead)),
+            "loop_latency_ms": lat,
+            "plan": getattr(model.runner, "describe_plan", lambda: "")(),
+        }
+        report["file"].append(row)
         print(
-            f"{batch:>5} {n / ti:>10.0f} {n / tp:>12.0f} {n / tl:>9.0f} {tl / tp:>12.3f}x "
+            f"{batch:>5} {row['infer_fps']:>10.0f} {row['predict_fps']:>12.0f} {row['loop_fps']:>9.0f} "
+            f"{row['loop_over_predict']:>12.3f}x {q1:>6.3f}-{q3:.3f} {row['overhead_over_infer']:>14.1%} "
             f"{lat.get('p50', 0):>12.2f} {lat.get('p99', 0):>12.2f}"
         )
     print("(file source: latency includes the wait in the bounded queue, by design no frame is dropped)")
+    report["live"] = []
     for sources in (1, 8):
         s = live_latency(model, frames[:64], sources, args.live_seconds)
         lat = s["latency_ms"]
+        report["live"].append({"sources": sources, "fps_each": 30.0, "summary": s})
         print(
             f"live: {sources} source(s) at 30 fps, batch {sources}: {s['fps']:.1f} results/s, "
             f"latency p50 {lat['p50']:.2f} ms, p99 {lat['p99']:.2f} ms, mean batch {s['mean_batch']:.2f}, "
             f"{s['dropped']} dropped"
         )
+    print(f"ONNX Runtime plan: {getattr(model.runner, 'describe_plan', lambda: 'n/a')()}")
     model.close()
+    if args.json:
+        from edgevit.artifacts import write_json_atomic
+
+        write_json_atomic(args.json, report)
+        print(f"wrote {args.json}")
     return 0
 
 

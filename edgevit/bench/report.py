@@ -94,12 +94,20 @@ def plot_report(report: dict[str, Any], path: str | Path) -> Path:
     labels = {t["id"]: t for t in report["targets"]}
     n_lines = max(len({r["target"] for r in report["results"] if r["group"] == g}) for g in groups)
     fig, axes = plt.subplots(1, len(groups), figsize=(5.4 * len(groups), 3.4 + 0.17 * n_lines), squeeze=False)
+    colors = plt.get_cmap("tab20").colors  # more targets than the default cycle's 10 colours
+    markers = "os^vDP"
     for ax, group in zip(axes[0], groups, strict=True):
         rows = [r for r in report["results"] if r["group"] == group]
-        for tid in sorted({r["target"] for r in rows}):
+        for i, tid in enumerate(sorted({r["target"] for r in rows})):
             pts = sorted((r["batch"], r["throughput"]) for r in rows if r["target"] == tid)
             t = labels[tid]
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"{t['label']} ({t['precision']})")
+            ax.plot(
+                [p[0] for p in pts],
+                [p[1] for p in pts],
+                marker=markers[i % len(markers)],
+                color=colors[(2 * i) % len(colors) + (2 * i) // len(colors)],
+                label=f"{t['label']} ({t['precision']})",
+            )
         ax.set_xscale("log", base=2)
         ax.set_xticks(sorted({r["batch"] for r in rows}))
         ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
