@@ -17,8 +17,10 @@ batch 8 on 2 cores: ``single``; at batch 32: ``batch``; DeiT-Tiny: ``ops`` or ``
 So ``parallel="auto"`` (the default) measures instead of guessing, the way TensorRT
 picks tactics: the first call of each batch-size bucket (1, 2, 3-4, 5-8, 9-16, 17+) is
 timed in every mode (a warm-up each, then up to three rounds of one run per mode, on at
-most 32 images) and the fastest is kept for that bucket. ``runner.plan`` shows the choices. ``parallel="ops"``
-or ``"batch"`` fixes the mode and skips the timing.
+most 32 images) and the fastest is kept for that bucket; ``runner.plan`` shows the choices.
+The first call of a bucket therefore takes several runs longer. ``parallel="ops"`` or
+``"batch"`` fixes the mode and skips the timing. A session with all the intra-op threads is
+built the first time ``ops`` is timed or used, and kept.
 
 INT8 models on the CPU also get three exact rewrites of ONNX Runtime's optimized graph
 (``tune``, see :mod:`edgevit.runtime.ort_tune`); ``runner.tuning`` says what was done.
