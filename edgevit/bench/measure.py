@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from edgevit.artifacts import _first_line
 from edgevit.errors import BackendError
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
@@ -142,4 +143,4 @@ def plain_ort_session(path: str | Path, threads: int) -> Any:
     try:
         return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
     except Exception as exc:
-        raise BackendError(f"ONNX Runtime cannot load {path} ({str(exc).splitlines()[0][:200]})") from exc
+        raise BackendError(f"ONNX Runtime cannot load {path} ({_first_line(exc)})") from exc

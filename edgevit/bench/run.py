@@ -219,11 +219,11 @@ def _runtime_target(
     )
 
 
-def _runner_target(base: Target, model_path: Path) -> Target:
+def _runner_target(base: Target) -> Target:
     """The very runner of ``base``, called directly: what ``predict`` adds (input checks,
     softmax, top-k, labels) is the difference. One runner, so one plan (its modes are timed
     per load, and two loads could settle differently)."""
-    runner = base.runner
+    runner, model_path = base.runner, base.artifact
     infer_fn, inp = runner.infer, runner.input_name
 
     def infer(x: np.ndarray) -> Any:
@@ -384,7 +384,7 @@ def build_targets(cfg: BenchConfig, threads: int, log: Callable[[str], None]) ->
                 label = "our INT8, ONNX Runtime"
                 base = _runtime_target(f"{group}/ort-int8", group, "ort-int8", label, int8, "onnxruntime", threads)
                 targets.append(base)
-                targets.append(_runner_target(base, int8))
+                targets.append(_runner_target(base))
                 targets.append(
                     _plain_session_target(
                         f"{group}/ort-int8-plain",

@@ -87,18 +87,23 @@ def top_probs(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     Ranks ``exp(z - max)`` (the order of the probabilities) and normalizes only the ``k``
     kept values: fewer passes than ``topk(softmax(logits), k)``, same result.
     """
-    z = logits.astype(np.float32, copy=True)
-    z -= z.max(axis=-1, keepdims=True)
-    np.exp(z, out=z)
+    z = _exp_shifted(logits)
     idx, top = topk(z, k)
     top /= z.sum(axis=-1, keepdims=True)
     return idx, top
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=-1, keepdims=True)
-    np.exp(z, out=z)
+    z = _exp_shifted(logits)
     z /= z.sum(axis=-1, keepdims=True)
+    return z
+
+
+def _exp_shifted(logits: np.ndarray) -> np.ndarray:
+    """``exp(logits - rowmax)`` as a new array, float32 or wider (float64 stays float64);
+    never overflows, ``logits`` untouched."""
+    z = np.subtract(logits, logits.max(axis=-1, keepdims=True), dtype=np.result_type(logits.dtype, np.float32))
+    np.exp(z, out=z)
     return z
 
 
@@ -179,9 +184,12 @@ class Model:
         """Classify images; returns the ``top_k`` classes of each, best first."""
         logits = self.logits(images, batch_size)
         idx, top = top_probs(logits, top_k)
+        return Prediction(indices=idx, probs=top, labels=self.labels(idx), logits=logits)
+
+    def labels(self, indices: np.ndarray) -> list[list[str]]:
+        """Class names of an (N, k) array of class indices."""
         names = self.class_names
-        labels = [[names[i] for i in row] for row in idx.tolist()]  # python ints index faster
-        return Prediction(indices=idx, probs=top, labels=labels, logits=logits)
+        return [[names[i] for i in row] for row in indices.tolist()]  # python ints index faster
 
     def _batch_size(self, batch_size: int | None) -> int:
         if batch_size is None:

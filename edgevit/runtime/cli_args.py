@@ -37,7 +37,7 @@ def add_runtime_args(p: argparse.ArgumentParser, what: str = "the model") -> Non
     p.add_argument("--threads", type=int, default=None, help="CPU threads for ONNX Runtime or OpenVINO (default: all)")
 
 
-def load_from_args(path: str | Path, args: argparse.Namespace, **kwargs: object) -> Model:
+def load_from_args(path: str | Path, args: argparse.Namespace) -> Model:
     """:func:`edgevit.runtime.load` with the options :func:`add_runtime_args` added."""
     return load(
         path,
@@ -45,5 +45,4 @@ def load_from_args(path: str | Path, args: argparse.Namespace, **kwargs: object)
         provider=args.provider,
         precision=args.precision,
         threads=args.threads,
-        **kwargs,  # type: ignore[arg-type]
     )

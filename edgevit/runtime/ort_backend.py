@@ -134,8 +134,11 @@ class OnnxRuntimeRunner:
 
     def describe_plan(self) -> str:
         """How calls of each batch size run, e.g. ``parallel=auto (1: single, 8: batch)``."""
-        names = {1: "1", 2: "2", 4: "3-4", 8: "5-8", 16: "9-16", TOP_BUCKET: f"{TOP_BUCKET // 2 + 1}+"}
-        chosen = ", ".join(f"{names[b]}: {m}" for b, m in sorted(self.plan.items()))
+
+        def sizes(b: int) -> str:
+            return str(b) if b <= 2 else f"{b // 2 + 1}+" if b == TOP_BUCKET else f"{b // 2 + 1}-{b}"
+
+        chosen = ", ".join(f"{sizes(b)}: {m}" for b, m in sorted(self.plan.items()))
         return f"parallel={self.parallel}" + (f" ({chosen})" if chosen else "")
 
     def _tune(self) -> None:
@@ -178,7 +181,7 @@ class OnnxRuntimeRunner:
         if self.parallel == "ops":
             return self._ops_session.run(self.output_names, feed)
         if self.parallel == "batch":
-            return self._run("batch" if n > 1 else "single", feed, n)
+            return self._run("batch", feed, n)
         mode = self.plan.get(bucket(n))
         if mode is None:
             mode = self._decide(feed, n)

@@ -93,4 +93,4 @@ class InferenceCore:
         """Softmax probabilities of a checked float32 NCHW batch, in backend-sized chunks."""
         logits = self.model.infer_tensors(x)
         self.backend_calls += -(-x.shape[0] // self.model.batch_size)
-        return softmax(logits.astype(np.float32, copy=True))
+        return softmax(logits)

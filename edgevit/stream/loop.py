@@ -487,8 +487,7 @@ class Stream:
         self.stats.infer_s += now - t0
         self.stats.batches += 1
         self.stats.batched_frames += len(items)
-        names = self.model.class_names
-        rows = idx.tolist()  # python ints: cheaper to look names up with than numpy scalars
+        labels = self.model.labels(idx)
         return [
             FrameResult(
                 source=self.sources[it.sid].uri,
@@ -498,7 +497,7 @@ class Stream:
                 latency_ms=(now - it.t_mono) * 1000.0,
                 indices=idx[j],
                 probs=top[j],
-                labels=[names[i] for i in rows[j]],
+                labels=labels[j],
                 frame=it.frame,
                 batch_size=len(items),
             )
