@@ -159,7 +159,7 @@ def main() -> int:
             "loop_over_predict_iqr": [float(q1), float(q3)],
             "overhead_over_infer": float(np.median(overhead)),
             "loop_latency_ms": lat,
-            "plan": getattr(model.runner, "describe_plan", lambda: "")(),
+            "plan": getattr(model.runner, "describe_modes", lambda: "")(),
         }
         report["file"].append(row)
         print(

@@ -66,7 +66,7 @@ def _train(out: Path, data: str, epochs: int, img_size: int | None = None) -> Pa
 def _outlier_model(fp32: Path, out: Path, channels: int, factor: float) -> Path:
     import onnx
 
-    from edgevit.smoothquant import inject_outliers
+    from edgevit.quant.smoothquant import inject_outliers
 
     m = onnx.load(str(fp32))
     inject_outliers(m, channels=channels, factor=factor)
@@ -78,8 +78,9 @@ def _outlier_model(fp32: Path, out: Path, channels: int, factor: float) -> Path:
 def evaluate(case: Case, cfg_kwargs: dict[str, Any], work: Path, tag: str) -> dict[str, Any]:
     from edgevit import runtime
     from edgevit.data import load_dataset
-    from edgevit.quantize import QuantizeConfig, quantize_onnx
-    from edgevit.validate import compare_logits
+    from edgevit.metrics import compare_logits
+    from edgevit.quant.config import QuantizeConfig
+    from edgevit.quant.quantize import quantize_onnx
 
     cfg = QuantizeConfig(**cfg_kwargs)
     t0 = time.perf_counter()
@@ -144,7 +145,8 @@ import numpy as np
 from edgevit.artifacts import ArtifactInfo
 from edgevit.config import preset
 from edgevit.preprocess import Preprocess
-from edgevit.quantize import QuantizeConfig, calibrate
+from edgevit.quant.calibrate import calibrate
+from edgevit.quant.config import QuantizeConfig
 path, n, method = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 cfg = preset("tiny")
 info = ArtifactInfo(model_config=cfg, preprocess=Preprocess(224, 3, (0.5,) * 3, (0.25,) * 3),

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from edgevit.config import ViTConfig
-from edgevit.errors import ArtifactError
+from edgevit.errors import ArtifactError, first_line
 from edgevit.preprocess import Preprocess
 
 FORMAT_VERSION = 1
@@ -166,10 +166,14 @@ def read_onnx_info(path: str | Path) -> ArtifactInfo:
     try:
         sess = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
     except Exception as exc:  # ORT raises its own exception types for corrupt models
-        raise ArtifactError(f"{path} is not a readable ONNX model ({_first_line(exc)}); re-export it") from exc
+        raise ArtifactError(f"{path} is not a readable ONNX model ({first_line(exc)}); re-export it") from exc
     return ArtifactInfo.from_metadata(sess.get_modelmeta().custom_metadata_map, where=str(path))
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:300] if text else type(exc).__name__
+def set_onnx_metadata(proto: Any, info: ArtifactInfo) -> None:
+    """Replace an ``onnx.ModelProto``'s ``metadata_props`` with ``info``: the one way an
+    edgevit ONNX artifact gets its self-description."""
+    del proto.metadata_props[:]
+    for key, value in info.to_metadata().items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value

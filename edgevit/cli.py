@@ -16,6 +16,7 @@ from pathlib import Path
 
 from edgevit import __version__
 from edgevit.errors import EdgeVitError, GateError
+from edgevit.options import add_output, add_quiet, add_switch, add_top_k
 
 COMMAND_MODULES = (
     "edgevit.engine.cli",  # build
@@ -38,6 +39,13 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default=d.data, help="'digits' (built in) or an image folder, one sub-folder per class")
     p.add_argument("--preset", default=d.preset, help="model size: nano (8-32 px) or tiny (DeiT-Tiny, 224 px)")
     p.add_argument("--img-size", type=int, default=None, help="model input side (default: the data's)")
+    p.add_argument(
+        "--channels",
+        type=int,
+        choices=(1, 3),
+        default=d.channels,
+        help="model input channels (default: the data's; grayscale folders give 1-channel models)",
+    )
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--lr", type=float, default=d.lr)
@@ -57,6 +65,7 @@ def _train_config(args: argparse.Namespace):
         data=args.data,
         preset=args.preset,
         img_size=args.img_size,
+        channels=args.channels,
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,
@@ -97,7 +106,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def _add_quant_args(p: argparse.ArgumentParser) -> None:
-    from edgevit.quantize import METHODS, QuantizeConfig
+    from edgevit.quant.config import METHODS, QuantizeConfig
 
     d = QuantizeConfig()
     p.add_argument(
@@ -110,18 +119,15 @@ def _add_quant_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-images", type=int, default=d.num_images, help="calibration images from the training split")
     p.add_argument("--calib-seed", type=int, default=d.seed, help="which training images calibrate")
     p.add_argument("--calib-dir", default="calib", help="where calibration tables and TensorRT caches go")
-    p.add_argument(
-        "--smoothquant",
-        action=argparse.BooleanOptionalAction,
-        default=d.smoothquant,
-        help="fold SmoothQuant scales into the LayerNorm -> Linear pairs (FP32 function unchanged; default on)",
+    add_switch(
+        p,
+        "smoothquant",
+        d.smoothquant,
+        "fold SmoothQuant scales into the LayerNorm -> Linear pairs (FP32 function unchanged)",
     )
     p.add_argument("--smoothquant-alpha", type=float, default=d.smoothquant_alpha, help="migration strength, 0..1")
-    p.add_argument(
-        "--bias-correction",
-        action=argparse.BooleanOptionalAction,
-        default=d.bias_correction,
-        help="subtract the expected output shift of INT8 weights from the biases",
+    add_switch(
+        p, "bias-correction", d.bias_correction, "subtract the expected output shift of INT8 weights from the biases"
     )
     p.add_argument(
         "--budget",
@@ -139,7 +145,7 @@ def _add_quant_args(p: argparse.ArgumentParser) -> None:
 
 
 def _quant_config(args: argparse.Namespace):
-    from edgevit.quantize import QuantizeConfig
+    from edgevit.quant.config import QuantizeConfig
 
     return QuantizeConfig(
         method=args.method,
@@ -156,7 +162,7 @@ def _quant_config(args: argparse.Namespace):
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
-    from edgevit.quantize import quantize_onnx
+    from edgevit.quant.quantize import quantize_onnx
 
     r = quantize_onnx(
         args.model,
@@ -221,34 +227,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_image(path: Path, channels: int):
-    import cv2
-    import numpy as np
-
-    from edgevit.errors import InputError
-
-    data = np.fromfile(str(path), dtype=np.uint8) if path.is_file() else None
-    if data is None:
-        raise InputError(f"image {path} does not exist")
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
-    if img is None:
-        raise InputError(f"{path} is not a readable image; check the file")
-    if img.dtype != np.uint8:
-        img = cv2.convertScaleAbs(img, alpha=255.0 / max(1, int(img.max())))
-    if img.ndim == 3 and img.shape[2] == 4:
-        img = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
-    if channels == 1:
-        return img if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
-    return cv2.cvtColor(img, cv2.COLOR_GRAY2RGB) if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-
-
 def cmd_predict(args: argparse.Namespace) -> int:
+    from edgevit.preprocess import read_image
     from edgevit.runtime.cli_args import load_from_args
 
     with load_from_args(args.model, args) as model:
-        images = [_read_image(Path(p), model.preprocess.channels) for p in args.images]
+        images = [read_image(p, model.preprocess.channels) for p in args.images]
         pred = model.predict(images, top_k=args.top_k)
-    for path, rec in zip(args.images, pred.to_records(), strict=True):
+    for path, rec in zip(args.images, pred.to_records()):
         if args.json:
             print(json.dumps({"image": path, **rec}))
         else:
@@ -301,19 +287,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run folder (default runs/<data>-<preset>)")
     p.add_argument("--max-drop", type=float, default=1.0)
     p.add_argument("--min-agreement", type=float, default=98.0)
-    p.add_argument("-q", "--quiet", action="store_true")
+    add_quiet(p)
     p.set_defaults(func=cmd_pipeline)
 
     p = sub.add_parser("train", help="train a ViT classifier")
     _add_train_args(p)
     p.add_argument("--out", help="run folder (default runs/<data>-<preset>)")
     p.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
-    p.add_argument("-q", "--quiet", action="store_true")
+    add_quiet(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("export", help="checkpoint -> FP32 ONNX, verified against PyTorch")
     p.add_argument("checkpoint")
-    p.add_argument("-o", "--output", help="ONNX path (default: model.onnx next to the checkpoint)")
+    add_output(p, "ONNX path (default: model.onnx next to the checkpoint)")
     p.add_argument("--opset", type=int, default=17)
     p.add_argument("--data", help="verification images (default: the training data)")
     p.add_argument("--tolerance", type=float, default=1e-3, help="largest allowed abs logit difference")
@@ -321,11 +307,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("quantize", help="FP32 ONNX -> INT8 Q/DQ ONNX + calibration table + TensorRT cache")
     p.add_argument("model")
-    p.add_argument("-o", "--output", help="INT8 path (default: <model>.int8.onnx)")
+    add_output(p, "INT8 path (default: <model>.int8.onnx)")
     _add_quant_args(p)
     p.add_argument("--calib-table", help="reuse this calibration table instead of calibrating")
     p.add_argument("--data", help="calibration images (default: the training data)")
-    p.add_argument("-q", "--quiet", action="store_true")
+    add_quiet(p)
     p.set_defaults(func=cmd_quantize)
 
     p = sub.add_parser("validate", help="compare a candidate (INT8) with a reference (FP32) on held-out images")
@@ -339,13 +325,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="report folder (default: the candidate's folder)")
     p.add_argument("--stem", default="validation", help="report file name stem")
     add_runtime_args(p, what="the candidate (the reference runs on ONNX Runtime's CPU default)")
-    p.add_argument("-q", "--quiet", action="store_true")
+    add_quiet(p)
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("predict", help="classify image files")
     p.add_argument("model")
     p.add_argument("images", nargs="+")
-    p.add_argument("--top-k", type=int, default=3)
+    add_top_k(p)
     add_runtime_args(p)
     p.add_argument("--json", action="store_true", help="one JSON line per image")
     p.set_defaults(func=cmd_predict)

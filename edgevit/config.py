@@ -9,6 +9,7 @@ from typing import Any
 from edgevit.errors import ArtifactError, EdgeVitError
 
 BUILTIN_DATA = "digits"  # scikit-learn's bundled 8x8 digits; see edgevit.data
+DEFAULT_TOP_K = 5  # classes reported per image by predict, the camera loop and the server alike
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,7 @@ class TrainConfig:
     data: str = BUILTIN_DATA  # "digits" or an ImageFolder-style directory
     preset: str = "nano"  # model size; see edgevit.config.PRESETS
     img_size: int | None = None  # model input side; None = the preset's (folder images are resized to it)
+    channels: int | None = None  # 1 or 3; None = the data's (gray folders and digits: 1, else 3)
     epochs: int = 100  # nano on digits: 97-98.5% test at 60 epochs across seeds, 99.3% at 100 (~0.45 s/epoch)
     batch_size: int = 64  # ~20 steps per epoch on 1.2k digits: enough updates, fast on 2 cores
     lr: float = 2e-3  # small ViTs on small data tolerate a high AdamW rate after warm-up

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from edgevit.config import BUILTIN_DATA
-from edgevit.errors import DataError
+from edgevit.errors import DataError, InputError
 
 BUILTIN = BUILTIN_DATA
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
@@ -77,7 +77,8 @@ def load_dataset(source: str | Path = BUILTIN, size: int | None = None, channels
         source: ``digits`` or a folder path.
         size: resize folder images to ``size x size`` (default: the size of the first image,
             which must then be square). Digits are always 8x8; a different size resizes them.
-        channels: 1 or 3 for folders (default 3); digits are grayscale.
+        channels: 1 or 3 for folders; default: what the images are (1 when every sampled
+            training image is grayscale, else 3). Digits are grayscale.
     """
     if str(source) == BUILTIN:
         ds = load_digits()
@@ -86,7 +87,7 @@ def load_dataset(source: str | Path = BUILTIN, size: int | None = None, channels
         if size is not None and size != ds.image_size:
             ds = _resize_dataset(ds, size)
         return ds
-    return load_image_folder(Path(source), size=size, channels=channels or 3)
+    return load_image_folder(Path(source), size=size, channels=channels)
 
 
 def load_digits() -> Dataset:
@@ -133,11 +134,14 @@ def _images_in(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
-def load_image_folder(root: Path, size: int | None = None, channels: int = 3) -> Dataset:
-    """An ImageFolder-style tree: ``root/<class>/*.png`` or ``root/{train,val[,test]}/<class>/*``."""
+def load_image_folder(root: Path, size: int | None = None, channels: int | None = None) -> Dataset:
+    """An ImageFolder-style tree: ``root/<class>/*.png`` or ``root/{train,val[,test]}/<class>/*``.
+
+    ``channels`` None: 1 if the training images are grayscale (see :func:`image_channels`), else 3.
+    """
     if not root.is_dir():
         raise DataError(f"data folder {root} does not exist; pass `digits` or a folder with one sub-folder per class")
-    if channels not in (1, 3):
+    if channels is not None and channels not in (1, 3):
         raise DataError(f"channels must be 1 or 3, got {channels}")
     has_splits = (root / "train").is_dir() and (root / "val").is_dir()
     class_names = [p.name for p in _class_dirs(root / "train" if has_splits else root)]
@@ -173,6 +177,8 @@ def load_image_folder(root: Path, size: int | None = None, channels: int = 3) ->
     if (counts == 0).any():
         empty = [class_names[i] for i in np.flatnonzero(counts == 0)]
         raise DataError(f"{root}: classes {empty} have no training images; add images or remove those folders")
+    if channels is None:
+        channels = image_channels([f for f, _ in split_files["train"]])
     if size is None:
         first = _read_image(split_files["train"][0][0], channels)
         size = int(first.shape[0])
@@ -189,17 +195,32 @@ def _hash_split(rel: Path) -> str:
     return "train" if h < 0.70 else ("val" if h < 0.85 else "test")
 
 
-def _read_image(path: Path, channels: int) -> np.ndarray:
-    import cv2
+def image_channels(files: list[Path], sample: int = 64) -> int:
+    """1 if every one of up to ``sample`` images (spread over ``files``) is grayscale (one
+    channel, or three equal ones), else 3: a folder of gray digits makes a 1-channel model."""
+    from edgevit.preprocess import decode_image
 
-    data = np.fromfile(str(path), dtype=np.uint8)
-    flag = cv2.IMREAD_GRAYSCALE if channels == 1 else cv2.IMREAD_COLOR
-    img = cv2.imdecode(data, flag) if data.size else None
-    if img is None:
-        raise DataError(f"{path} is not a readable image (corrupt or unsupported); fix or remove it")
-    if channels == 1:
-        return img[:, :, None]
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    step = max(1, len(files) // sample)
+    for path in files[::step][:sample]:
+        try:
+            img = decode_image(np.fromfile(str(path), dtype=np.uint8), str(path))
+        except InputError as exc:
+            raise DataError(str(exc)) from exc
+        if img.ndim == 3 and not (
+            np.array_equal(img[..., 0], img[..., 1]) and np.array_equal(img[..., 1], img[..., 2])
+        ):
+            return 3
+    return 1
+
+
+def _read_image(path: Path, channels: int) -> np.ndarray:
+    """:func:`edgevit.preprocess.read_image`, with a bad file reported as a data-set problem."""
+    from edgevit.preprocess import read_image
+
+    try:
+        return read_image(path, channels)
+    except InputError as exc:
+        raise DataError(str(exc)) from exc
 
 
 def _load_split(files: list[tuple[Path, int]], size: int, channels: int) -> Split:

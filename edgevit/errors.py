@@ -35,3 +35,10 @@ class BackendError(EdgeVitError):
 
 class GateError(EdgeVitError):
     """A validation gate (accuracy drop, agreement) failed. The CLI exits with 1."""
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message (or its type name), at most ``limit``
+    characters: what edgevit quotes from another library's error inside its own message."""
+    text = str(exc).strip().splitlines()
+    return text[0][:limit] if text and text[0].strip() else type(exc).__name__

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgevit.artifacts import atomic_output, sha256_file
+from edgevit.artifacts import atomic_output, set_onnx_metadata, sha256_file
 from edgevit.data import load_dataset
 from edgevit.errors import ArtifactError, DataError, EdgeVitError
 from edgevit.train import checkpoint_info, load_checkpoint, model_from_checkpoint
@@ -114,10 +114,7 @@ def export_onnx(
         "torch": torch.__version__,
         "checkpoint": checkpoint.name,
     }
-    del proto.metadata_props[:]
-    for key, value in info.to_metadata().items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
+    set_onnx_metadata(proto, info)
     try:
         onnx.checker.check_model(proto, full_check=True)
     except onnx.checker.ValidationError as exc:

@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 
 from edgevit.artifacts import read_onnx_info, write_json_atomic, write_text_atomic
-from edgevit.calib_stats import TensorStats
 from edgevit.errors import ArtifactError, InputError
+from edgevit.quant.stats import TensorStats
 
 INT8_MAX = 127.0
 
@@ -134,7 +134,7 @@ def inspect_layers(
     measure every quantized tensor."""
     import onnx
 
-    from edgevit.validate import compare_logits
+    from edgevit.metrics import compare_logits
 
     if len(images) == 0:
         raise InputError("no images to inspect")
@@ -154,10 +154,23 @@ def inspect_layers(
     for n in int8.graph.node:
         for i in n.input:
             consumers.setdefault(i, []).append(n)
-    smooth = {
+    scales = {
         k: np.asarray(v, np.float32)
         for k, v in ((cand_info.extra.get("quantization") or {}).get("smoothquant") or {}).get("scales", {}).items()
     }
+    # SmoothQuant divided these activations by s (the LayerNorm output and what is gathered
+    # from it) and multiplied these weights' input channels by s: compare against FP32 so
+    smooth: dict[str, np.ndarray] = {}  # activation -> s
+    smooth_weights: dict[str, tuple[np.ndarray, int]] = {}  # weight initializer -> (s, input-channel axis)
+    if scales:
+        from edgevit.quant.smoothquant import find_layernorm_pairs
+
+        for pair in find_layernorm_pairs(fp32):
+            s = scales.get(pair.output)
+            if s is None:
+                continue
+            smooth.update((t, s) for t in (pair.output, *pair.inputs))
+            smooth_weights.update((w, (s, ax)) for w, ax in zip(pair.weights, pair.weight_in_axes))
 
     def layers_of(dq_out: str) -> list[str]:
         return [c.name for c in consumers.get(dq_out, [])]
@@ -178,7 +191,7 @@ def inspect_layers(
             scale = _const(int8, n.input[1])
             if q is None or scale is None or q.dtype != np.int8:
                 continue
-            name = n.input[0].removesuffix("_quantized")
+            name = n.input[0][: -len("_quantized")] if n.input[0].endswith("_quantized") else n.input[0]
             w_ref = _const(fp32, name)
             if w_ref is None or w_ref.shape != q.shape:
                 continue
@@ -188,13 +201,9 @@ def inspect_layers(
                 shape[axis] = scale.size
             deq = q.astype(np.float32) * scale.reshape(shape)
             users = consumers.get(n.output[0], [])
-            # a smoothed MatMul weight is W * s (rows); its input is the smoothed LayerNorm output
-            for u in users:
-                src = next((p for p in int8.graph.node if u.input and p.output[0] == u.input[0]), None)
-                x_name = src.input[0] if src is not None and src.op_type == "DequantizeLinear" else u.input[0]
-                qsrc = next((p for p in int8.graph.node if p.output and p.output[0] == x_name), None)
-                if qsrc is not None and qsrc.op_type == "QuantizeLinear" and qsrc.input[0] in smooth:
-                    w_ref = w_ref * smooth[qsrc.input[0]][:, None]
+            if name in smooth_weights:
+                s, ax = smooth_weights[name]
+                w_ref = w_ref * (s[:, None] if ax == 0 else s[None, :])
             noise = float(np.sum((w_ref.astype(np.float64) - deq) ** 2))
             signal = float(np.sum(w_ref.astype(np.float64) ** 2))
             amax = float(np.max(scale)) * INT8_MAX
@@ -228,9 +237,9 @@ def inspect_layers(
     for i in range(0, len(images), batch_size):
         x = ref_info.preprocess(images[i : i + batch_size])
         out_names = [ref_out] + [t for t in names if t != input_name]
-        r = dict(zip(out_names, s_ref.run(out_names, {input_name: x}), strict=True))
+        r = dict(zip(out_names, s_ref.run(out_names, {input_name: x})))
         out_names_c = [cand_out] + [t for t in names if t != input_name]
-        c = dict(zip(out_names_c, s_cand.run(out_names_c, {input_name: x}), strict=True))
+        c = dict(zip(out_names_c, s_cand.run(out_names_c, {input_name: x})))
         r[input_name] = c[input_name] = x
         ref_logits.append(r[ref_out])
         cand_logits.append(c[cand_out])
@@ -319,7 +328,7 @@ def _plots(report: LayerReport, out_dir: Path, worst: int) -> list[Path]:
 
     bad = [t for t in report.worst(len(report.tensors)) if t.kind == "activation"][:worst]
     fig, axes = plt.subplots(1, max(1, len(bad)), figsize=(4 * max(1, len(bad)), 3.2), squeeze=False)
-    for ax, t in zip(axes[0], bad, strict=False):
+    for ax, t in zip(axes[0], bad):
         h, hmax = getattr(t, "hist", (None, 0.0))
         if h is not None:
             edges = np.linspace(0, hmax, len(h) + 1)

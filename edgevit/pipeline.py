@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from edgevit.artifacts import write_json_atomic, write_text_atomic
-from edgevit.quantize import QuantizeConfig
+from edgevit.quant.config import QuantizeConfig
 from edgevit.sysinfo import describe_machine
 from edgevit.train import TrainConfig
 
@@ -50,7 +50,7 @@ def run_pipeline(
     from edgevit import runtime
     from edgevit.data import load_dataset
     from edgevit.export import export_onnx
-    from edgevit.quantize import quantize_onnx
+    from edgevit.quant.quantize import quantize_onnx
     from edgevit.train import train
     from edgevit.validate import validate
 
@@ -147,7 +147,7 @@ def summary_table(s: dict[str, Any]) -> str:
         ),
     ]
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     verdict = "passed" if s["passed"] else "FAILED: " + "; ".join(s["failures"])
     lines += [

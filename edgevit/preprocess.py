@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Sequence, Union
 
 import numpy as np
 
 from edgevit.errors import ArtifactError, InputError
 
-ImageBatch = Sequence[np.ndarray] | np.ndarray
+ImageBatch = Union[Sequence[np.ndarray], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -167,3 +167,44 @@ def fit_preprocess(images: np.ndarray, size: int) -> Preprocess:
     x = images.reshape(-1, images.shape[-1]).astype(np.float64) / 255.0
     std = np.maximum(x.std(axis=0), 1e-3)
     return Preprocess(size=size, channels=images.shape[-1], mean=tuple(x.mean(axis=0)), std=tuple(std))
+
+
+def decode_image(data: bytes | np.ndarray, name: str = "image") -> np.ndarray:
+    """Encoded image bytes (PNG, JPEG, BMP, ...) -> a uint8 frame, BGR ``H x W x 3`` or gray
+    ``H x W``: the one image decoder of training, calibration, ``predict`` and the camera loop.
+
+    16-bit images become 8-bit by ``round(v / 257)`` (65535 -> 255: the full scale maps to
+    the full scale, whatever the image holds), alpha is dropped.
+    """
+    import cv2
+
+    buf = np.frombuffer(data, dtype=np.uint8) if isinstance(data, (bytes, bytearray)) else np.asarray(data, np.uint8)
+    img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED) if buf.size else None
+    if img is None:
+        raise InputError(f"{name} is not a readable image (corrupt or unsupported format); fix or remove it")
+    if img.dtype == np.uint16:
+        img = np.rint(img / 257.0).astype(np.uint8)
+    elif img.dtype != np.uint8:
+        raise InputError(f"{name} has {img.dtype} pixels; edgevit reads 8- and 16-bit images")
+    if img.ndim == 3 and img.shape[2] == 4:
+        img = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
+    elif img.ndim == 3 and img.shape[2] == 1:
+        img = img[:, :, 0]
+    return img
+
+
+def read_image(path: str | Path, channels: int) -> np.ndarray:
+    """An image file as the model sees it: uint8 RGB ``H x W x 3`` (``channels=3``) or gray
+    ``H x W x 1`` (``channels=1``). See :func:`decode_image`."""
+    import cv2
+
+    path = Path(path)
+    try:
+        data = np.fromfile(str(path), dtype=np.uint8)
+    except OSError as exc:
+        raise InputError(f"cannot read image {path} ({exc.strerror or exc})") from exc
+    img = decode_image(data, str(path))
+    if channels == 1:
+        gray = img if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+        return gray[:, :, None]
+    return cv2.cvtColor(img, cv2.COLOR_GRAY2RGB) if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)

@@ -164,7 +164,7 @@ def train(
         raise EdgeVitError("epochs and batch_size must be at least 1")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    ds = dataset or load_dataset(cfg.data, size=cfg.img_size)
+    ds = dataset or load_dataset(cfg.data, size=cfg.img_size, channels=cfg.channels)
     if cfg.img_size and ds.image_size != cfg.img_size:
         raise DataError(f"data images are {ds.image_size} px but --img-size is {cfg.img_size}")
     if len(ds.train) < 2 or len(ds.val) < 1:

@@ -18,7 +18,8 @@ import numpy as np
 
 from edgevit.artifacts import write_json_atomic, write_text_atomic
 from edgevit.errors import DataError, InputError
-from edgevit.runtime import Model, softmax
+from edgevit.metrics import compare_logits
+from edgevit.runtime import Model
 
 
 @dataclass
@@ -114,21 +115,6 @@ def _score(model: Model, logits: np.ndarray, labels: np.ndarray, class_names: li
         top5=float(100.0 * top5.mean()) if top5 is not None else None,
         per_class=per_class,
     )
-
-
-def compare_logits(ref: np.ndarray, cand: np.ndarray) -> dict[str, float]:
-    """Agreement (percent), mean KL(ref || cand), mean cosine and max abs difference."""
-    p = softmax(ref.astype(np.float64))
-    q = softmax(cand.astype(np.float64))
-    eps = 1e-12
-    kl = np.sum(p * (np.log(p + eps) - np.log(q + eps)), axis=1)
-    cos = np.sum(ref * cand, axis=1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(cand, axis=1) + eps)
-    return {
-        "agreement": float(100.0 * (ref.argmax(1) == cand.argmax(1)).mean()),
-        "mean_kl": float(np.mean(np.maximum(kl, 0.0))),
-        "cosine": float(np.mean(cos)),
-        "max_abs_logit_diff": float(np.abs(ref - cand).max()),
-    }
 
 
 def validate(

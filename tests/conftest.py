@@ -39,7 +39,8 @@ def nano_artifacts(tmp_path_factory) -> NanoArtifacts:
     """A nano model trained for 15 epochs (about 90% test top-1), its FP32 ONNX, INT8
     Q/DQ ONNX, calibration table and TensorRT cache."""
     from edgevit.export import export_onnx
-    from edgevit.quantize import QuantizeConfig, quantize_onnx
+    from edgevit.quant.config import QuantizeConfig
+    from edgevit.quant.quantize import quantize_onnx
     from edgevit.train import TrainConfig, train
 
     run = tmp_path_factory.mktemp("nano")

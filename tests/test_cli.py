@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from image_folders import make_image_folder
 
-from edgevit.calib_table import CalibrationTable
+from edgevit.quant.table import CalibrationTable
 
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -92,7 +92,7 @@ def test_runtime_options_that_do_not_fit_the_backend_are_errors(nano_artifacts, 
     assert_one_line_error(
         run("predict", int8, str(img), "--backend", "openvino", "--provider", "cuda"), "ONNX Runtime setting"
     )
-    assert_one_line_error(run("predict", int8, str(img), "--precision", "bf16"), "OpenVINO setting")
+    assert_one_line_error(run("predict", int8, str(img), "--openvino-precision", "bf16"), "OpenVINO setting")
     assert_one_line_error(run("predict", int8, str(img), "--backend", "tensorrt"), "edgevit build")
 
 

@@ -62,3 +62,40 @@ def test_corrupt_image_is_named(tmp_path):
     bad.write_bytes(b"not a png")
     with pytest.raises(DataError, match=r"zz_broken\.png is not a readable image"):
         load_dataset(tmp_path)
+
+
+def test_channels_come_from_the_images(tmp_path):
+    """Gray PNGs (or RGB ones whose three channels are equal) make a 1-channel data set;
+    colour ones 3; ``channels`` overrides either way."""
+    import cv2
+
+    rng = np.random.default_rng(0)
+    for kind in ("gray", "rgbgray", "colour"):
+        for cls in ("a", "b"):
+            d = tmp_path / kind / cls
+            d.mkdir(parents=True)
+            for i in range(8):
+                g = rng.integers(0, 256, size=(12, 12), dtype=np.uint8)
+                img = {
+                    "gray": g,
+                    "rgbgray": np.dstack([g, g, g]),
+                    "colour": rng.integers(0, 256, (12, 12, 3), np.uint8),
+                }
+                cv2.imwrite(str(d / f"{i}.png"), img[kind])
+    assert load_dataset(tmp_path / "gray").channels == 1
+    assert load_dataset(tmp_path / "rgbgray").channels == 1
+    assert load_dataset(tmp_path / "colour").channels == 3
+    assert load_dataset(tmp_path / "gray", channels=3).channels == 3
+    assert load_dataset(tmp_path / "colour", channels=1).channels == 1
+
+
+def test_16_bit_images_are_read_by_their_full_scale(tmp_path):
+    """One decoder for training and predict: a 16-bit PNG maps 65535 -> 255 (not by its own max)."""
+    import cv2
+
+    from edgevit.preprocess import read_image
+
+    img = np.full((4, 4), 32896, np.uint16)  # half scale
+    cv2.imwrite(str(tmp_path / "x.png"), img)
+    assert read_image(tmp_path / "x.png", 1).ravel().tolist() == [128] * 16
+    assert read_image(tmp_path / "x.png", 3).shape == (4, 4, 3)

@@ -7,7 +7,8 @@ import pytest
 
 from edgevit import runtime
 from edgevit.errors import InputError
-from edgevit.validate import compare_logits, validate
+from edgevit.metrics import compare_logits
+from edgevit.validate import validate
 
 
 def test_compare_logits_by_hand():

@@ -13,8 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from edgevit.artifacts import _first_line
-from edgevit.errors import BackendError
+from edgevit.errors import BackendError, first_line
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
@@ -56,7 +55,7 @@ class CudaEventTimer:
     method = "cuda_events"
 
     def __init__(self, cudart: Any, stream: Any):
-        from edgevit.engine.cudart import check
+        from edgevit.trt.cudart import check
 
         self._check = check
         self.cudart = cudart
@@ -143,4 +142,4 @@ def plain_ort_session(path: str | Path, threads: int) -> Any:
     try:
         return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
     except Exception as exc:
-        raise BackendError(f"ONNX Runtime cannot load {path} ({_first_line(exc)})") from exc
+        raise BackendError(f"ONNX Runtime cannot load {path} ({first_line(exc)})") from exc

@@ -16,12 +16,10 @@ def _fmt(value: float | None, digits: int = 1) -> str:
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
-    line = "  ".join(h.ljust(w) if i < 2 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths, strict=True)))
+    line = "  ".join(h.ljust(w) if i < 2 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths)))
     out = [line, "-" * len(line)]
     for r in rows:
-        out.append(
-            "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
-        )
+        out.append("  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
     return out
 
 
@@ -96,7 +94,7 @@ def plot_report(report: dict[str, Any], path: str | Path) -> Path:
     fig, axes = plt.subplots(1, len(groups), figsize=(5.4 * len(groups), 3.4 + 0.17 * n_lines), squeeze=False)
     colors = plt.get_cmap("tab20").colors  # more targets than the default cycle's 10 colours
     markers = "os^vDP"
-    for ax, group in zip(axes[0], groups, strict=True):
+    for ax, group in zip(axes[0], groups):
         rows = [r for r in report["results"] if r["group"] == group]
         for i, tid in enumerate(sorted({r["target"] for r in rows})):
             pts = sorted((r["batch"], r["throughput"]) for r in rows if r["target"] == tid)

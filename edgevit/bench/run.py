@@ -189,7 +189,7 @@ def _runtime_target(
         runner = model.runner
 
         def note() -> str:  # read when the report is written: the first calls decide the plan
-            return f"{runner.describe_plan()}; {runner.tuning}"  # type: ignore[attr-defined]
+            return f"{runner.describe_modes()}; {runner.rewrites}"  # type: ignore[attr-defined]
 
     if backend == "openvino":
         prec = f"{prec}+{model.runner.inference_precision}"  # type: ignore[attr-defined]

@@ -46,7 +46,9 @@ def make_synthetic(preset_name: str, workdir: str | Path, calib_images: int = 8,
 
     from edgevit.config import preset
     from edgevit.model import VisionTransformer
-    from edgevit.quantize import QuantizeConfig, calibrate, quantize_model
+    from edgevit.quant.calibrate import calibrate
+    from edgevit.quant.config import QuantizeConfig
+    from edgevit.quant.writer import quantize_model
     from edgevit.train import CHECKPOINT_FORMAT
 
     cfg = preset(preset_name)

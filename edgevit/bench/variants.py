@@ -11,7 +11,7 @@
     the u8s8 form x86 integer kernels take natively; TensorRT rejects it, so it could
     only ever be a CPU-only artifact.
 
-  The benchmark only measures these; the default policy lives in :mod:`edgevit.quantize`.
+  The benchmark only measures these; the default policy lives in :mod:`edgevit.quant`.
 
 Calibration uses a few random uint8 images: these models exist to be timed, not to be
 accurate, and the benchmark says so in its output.
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import logging
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,8 +28,10 @@ from typing import Any
 
 import numpy as np
 
-from edgevit.artifacts import ArtifactInfo, atomic_output, read_onnx_info
+from edgevit.artifacts import ArtifactInfo, atomic_output, read_onnx_info, set_onnx_metadata
 from edgevit.preprocess import Preprocess
+from edgevit.quant.graph import WEIGHTED_OPS
+from edgevit.quant.writer import POLICY, quiet_ort_quantizer
 
 VARIANTS = ("noattn", "u8act")  # policy variants the benchmark knows how to build
 
@@ -54,23 +55,14 @@ class _Reader:
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
     """ONNX Runtime's quantizer prints and logs warnings; library code stays silent."""
-    logger = logging.getLogger("root")
-    previous = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            yield
-    finally:
-        logger.setLevel(previous)
+    with quiet_ort_quantizer(), contextlib.redirect_stdout(io.StringIO()):
+        yield
 
 
 def _write_with_metadata(proto: Any, info: ArtifactInfo, out_path: Path) -> None:
     import onnx
 
-    del proto.metadata_props[:]
-    for key, value in info.to_metadata().items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
+    set_onnx_metadata(proto, info)
     with atomic_output(out_path) as tmp:
         onnx.save_model(proto, str(tmp))
 
@@ -125,13 +117,7 @@ def policy_variant(fp32_path: str | Path, out_path: str | Path, images: np.ndarr
     info = read_onnx_info(fp32_path)
     nodes = attention_matmuls(onnx.load(str(fp32_path))) if variant == "noattn" else []
     u8 = variant == "u8act"
-    extra = {
-        "ActivationSymmetric": not u8,
-        "WeightSymmetric": True,
-        "QuantizeBias": False,
-        "OpTypesToExcludeOutputQuantization": ["MatMul", "Gemm", "Conv"],
-        "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1},
-    }
+    extra = {**POLICY, "ActivationSymmetric": not u8}
     with tempfile.TemporaryDirectory(prefix="edgevit-bench-") as tmp, _quiet():
         raw = Path(tmp) / "variant.onnx"
         quantize_static(
@@ -139,7 +125,7 @@ def policy_variant(fp32_path: str | Path, out_path: str | Path, images: np.ndarr
             str(raw),
             _Reader(_batches(fp32_path, info, images)),
             quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=["MatMul", "Gemm", "Conv"],
+            op_types_to_quantize=list(WEIGHTED_OPS),
             per_channel=True,
             activation_type=QuantType.QUInt8 if u8 else QuantType.QInt8,
             weight_type=QuantType.QInt8,

@@ -29,10 +29,10 @@ from pathlib import Path
 from typing import Any
 
 from edgevit.artifacts import ArtifactInfo, atomic_output, read_onnx_info, sha256_file, write_bytes_atomic
-from edgevit.engine.device import DeviceInfo, check_request, detect_device
-from edgevit.engine.manifest import Manifest, TensorSpec, manifest_path
-from edgevit.engine.trtapi import TrtVersion, import_tensorrt, make_logger, parser_errors
-from edgevit.errors import ArtifactError, BackendError, EdgeVitError, InputError, QuantizationError
+from edgevit.errors import ArtifactError, BackendError, EdgeVitError, InputError, QuantizationError, first_line
+from edgevit.trt.device import DeviceInfo, check_request, detect_device
+from edgevit.trt.manifest import Manifest, TensorSpec, manifest_path
+from edgevit.trt.trtapi import TrtVersion, import_tensorrt, make_logger, parser_errors
 
 PRECISIONS = ("fp32", "fp16", "int8", "best")
 MODES = ("auto", "strongly-typed", "builder-flags", "implicit-int8")
@@ -160,7 +160,7 @@ def _slug(text: str) -> str:
 
 
 def default_output(opts: BuildOptions, precision: str) -> Path:
-    stem = opts.onnx.name.removesuffix(".onnx")
+    stem = opts.onnx.stem
     dla = f".dla{opts.dla_core}" if opts.dla_core is not None else ""
     return opts.engines_dir / f"{stem}.{precision}{dla}.engine"
 
@@ -246,12 +246,12 @@ def _source_kind(opts: BuildOptions) -> tuple[ArtifactInfo, bool]:
         import onnx
     except ImportError:  # a device without the onnx package: trust the metadata, skip the static check
         return info, info.precision == "int8"
-    from edgevit.qdq_rules import check_qdq_graph, summarize_qdq
+    from edgevit.quant.rules import check_qdq_graph, summarize_qdq
 
     try:
         model = onnx.load(str(opts.onnx), load_external_data=False)
     except Exception as exc:
-        raise ArtifactError(f"{opts.onnx} is not a readable ONNX model ({_first(exc)}); re-export it") from exc
+        raise ArtifactError(f"{opts.onnx} is not a readable ONNX model ({first_line(exc)}); re-export it") from exc
     is_qdq = summarize_qdq(model)["dequantize_nodes"] > 0
     if is_qdq and opts.check_qdq:
         problems = check_qdq_graph(model)
@@ -266,7 +266,7 @@ def _source_kind(opts: BuildOptions) -> tuple[ArtifactInfo, bool]:
 def _ranges_from_table(path: Path | None) -> dict[str, float] | None:
     if path is None:
         return None
-    from edgevit.calib_table import CalibrationTable
+    from edgevit.quant.table import CalibrationTable
 
     table = CalibrationTable.load(path)
     return {name: max(abs(r.min), abs(r.max), abs(r.amax)) for name, r in table.tensors.items()}
@@ -278,7 +278,7 @@ def prepare_onnx(opts: BuildOptions, plan: BuildPlan, output: Path) -> tuple[Pat
         return opts.onnx, {}
     from edgevit.engine.fp16 import convert_file
 
-    dst = output.with_name(output.name.removesuffix(output.suffix) + ".fp16.onnx")  # beside the engine
+    dst = output.with_name(output.stem + ".fp16.onnx")  # beside the engine
     report = convert_file(opts.onnx, dst, fp32_ops=opts.fp32_ops, ranges=_ranges_from_table(opts.calib_table))
     return dst, report.to_dict()
 
@@ -318,7 +318,7 @@ def print_trtexec(opts: BuildOptions, trt_version: str | None = None) -> str:
     if plan.mode == "implicit-int8":
         from edgevit.engine.calibrator import cache_for_version
 
-        calib = output.with_name(output.name.removesuffix(output.suffix) + ".calib.cache")
+        calib = output.with_name(output.stem + ".calib.cache")
         write_bytes_atomic(calib, cache_for_version(Path(str(opts.calib_cache)), version.calib_tag))
     timing = None
     if opts.use_timing_cache:
@@ -350,7 +350,7 @@ def build_engine(opts: BuildOptions, write: bool = True) -> BuildResult:
         builder = trt.Builder(logger.trt_logger)
     except Exception as exc:
         raise BackendError(
-            f"{version} could not start ({_first(exc)}); is a CUDA GPU present and the driver loaded?"
+            f"{version} could not start ({first_line(exc)}); is a CUDA GPU present and the driver loaded?"
         ) from exc
     if builder is None:  # pragma: no cover - some versions return None instead of raising
         raise BackendError(f"{version} could not create a builder ({logger.last_error() or 'no CUDA device?'})")
@@ -563,11 +563,6 @@ def _sha256_bytes(data: bytes) -> str:
     import hashlib
 
     return hashlib.sha256(data).hexdigest()
-
-
-def _first(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0][:300] if lines else type(exc).__name__
 
 
 def _device_for(version: TrtVersion, builder: Any) -> DeviceInfo:

@@ -8,8 +8,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from edgevit.calib_table import CalibrationTable, read_trt_cache
 from edgevit.errors import ArtifactError
+from edgevit.quant.table import CalibrationTable, read_trt_cache
 
 
 def cache_for_version(source: str | Path, tag: str) -> bytes:

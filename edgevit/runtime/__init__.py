@@ -12,7 +12,8 @@ from pathlib import Path
 
 from edgevit.artifacts import ArtifactInfo, read_onnx_info
 from edgevit.errors import ArtifactError, BackendError
-from edgevit.runtime.base import Model, Prediction, Runner, softmax, top_probs, topk
+from edgevit.metrics import softmax
+from edgevit.runtime.base import Model, Prediction, Runner, top_probs, topk
 
 __all__ = ["Model", "Prediction", "Runner", "load", "softmax", "top_probs", "topk"]
 

@@ -16,7 +16,9 @@ from typing import Any, Protocol
 import numpy as np
 
 from edgevit.artifacts import ArtifactInfo
+from edgevit.config import DEFAULT_TOP_K
 from edgevit.errors import BackendError, InputError
+from edgevit.metrics import exp_shifted
 from edgevit.preprocess import ImageBatch
 
 
@@ -53,11 +55,10 @@ class Prediction:
         return [
             {
                 "top_k": [
-                    {"index": int(i), "label": lab, "prob": round(float(p), 6)}
-                    for i, lab, p in zip(idx, labs, prob, strict=True)
+                    {"index": int(i), "label": lab, "prob": round(float(p), 6)} for i, lab, p in zip(idx, labs, prob)
                 ]
             }
-            for idx, labs, prob in zip(self.indices, self.labels, self.probs, strict=True)
+            for idx, labs, prob in zip(self.indices, self.labels, self.probs)
         ]
 
 
@@ -87,24 +88,10 @@ def top_probs(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     Ranks ``exp(z - max)`` (the order of the probabilities) and normalizes only the ``k``
     kept values: fewer passes than ``topk(softmax(logits), k)``, same result.
     """
-    z = _exp_shifted(logits)
+    z = exp_shifted(logits)
     idx, top = topk(z, k)
     top /= z.sum(axis=-1, keepdims=True)
     return idx, top
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = _exp_shifted(logits)
-    z /= z.sum(axis=-1, keepdims=True)
-    return z
-
-
-def _exp_shifted(logits: np.ndarray) -> np.ndarray:
-    """``exp(logits - rowmax)`` as a new array, float32 or wider (float64 stays float64);
-    never overflows, ``logits`` untouched."""
-    z = np.subtract(logits, logits.max(axis=-1, keepdims=True), dtype=np.result_type(logits.dtype, np.float32))
-    np.exp(z, out=z)
-    return z
 
 
 class Model:
@@ -180,7 +167,7 @@ class Model:
             )
         return np.asarray(out, dtype=np.float32)
 
-    def predict(self, images: ImageBatch, top_k: int = 5, batch_size: int | None = None) -> Prediction:
+    def predict(self, images: ImageBatch, top_k: int = DEFAULT_TOP_K, batch_size: int | None = None) -> Prediction:
         """Classify images; returns the ``top_k`` classes of each, best first."""
         logits = self.logits(images, batch_size)
         idx, top = top_probs(logits, top_k)

@@ -1,5 +1,6 @@
 """The command-line options of every command that loads a model (``predict``,
-``validate``, ``camera``): one definition of backend, provider, precision and threads,
+``validate``, ``camera``, ``serve``): one definition of backend, provider, OpenVINO precision
+and threads,
 so each command spells them the same way and passes them to :func:`edgevit.runtime.load`."""
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from edgevit.runtime.ort_backend import PROVIDERS
 
 
 def add_runtime_args(p: argparse.ArgumentParser, what: str = "the model") -> None:
-    """Add ``--backend``, ``--provider``, ``--precision`` and ``--threads`` to ``p``."""
+    """Add ``--backend``, ``--provider``, ``--openvino-precision`` and ``--threads`` to ``p``."""
     p.add_argument(
         "--backend",
         default="auto",
@@ -28,10 +29,10 @@ def add_runtime_args(p: argparse.ArgumentParser, what: str = "the model") -> Non
         help="ONNX Runtime execution provider (default cpu)",
     )
     p.add_argument(
-        "--precision",
+        "--openvino-precision",
         default="default",
         choices=PRECISIONS,
-        help="OpenVINO only: precision of the parts that are not INT8 (default: FP32 as in the file; "
+        help="OpenVINO's precision for the parts that are not INT8 (default: FP32 as in the file; "
         "auto: OpenVINO's choice, BF16 on CPUs with BF16 units)",
     )
     p.add_argument("--threads", type=int, default=None, help="CPU threads for ONNX Runtime or OpenVINO (default: all)")
@@ -43,6 +44,6 @@ def load_from_args(path: str | Path, args: argparse.Namespace) -> Model:
         path,
         backend=args.backend,
         provider=args.provider,
-        precision=args.precision,
+        precision=args.openvino_precision,
         threads=args.threads,
     )

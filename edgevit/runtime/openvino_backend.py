@@ -23,8 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from edgevit.artifacts import _first_line
-from edgevit.errors import ArtifactError, BackendError
+from edgevit.errors import ArtifactError, BackendError, first_line
 
 INSTALL_HINT = "pip install 'edgevit[openvino]'"
 PRECISIONS = ("default", "auto", "f32", "bf16", "f16")
@@ -63,7 +62,7 @@ class OpenVinoRunner:
         try:
             model = core.read_model(str(path))
         except Exception as exc:
-            raise ArtifactError(f"{path} is not a model OpenVINO can read ({_first_line(exc)}); re-export it") from exc
+            raise ArtifactError(f"{path} is not a model OpenVINO can read ({first_line(exc)}); re-export it") from exc
         if len(model.inputs) != 1:
             raise ArtifactError(f"{path} has {len(model.inputs)} inputs; an edgevit classifier has exactly one")
         config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
@@ -74,7 +73,7 @@ class OpenVinoRunner:
         try:
             self.compiled = core.compile_model(model, device, config)
         except Exception as exc:
-            raise BackendError(f"OpenVINO could not compile {path} for {device} ({_first_line(exc)})") from exc
+            raise BackendError(f"OpenVINO could not compile {path} for {device} ({first_line(exc)})") from exc
         self.input_name = model.inputs[0].get_any_name()
         self.output_names = [o.get_any_name() for o in model.outputs]
         self.inference_precision = _precision_name(self.compiled.get_property("INFERENCE_PRECISION_HINT"))

@@ -17,18 +17,18 @@ batch 8 on 2 cores: ``single``; at batch 32: ``batch``; DeiT-Tiny: ``ops`` or ``
 So ``parallel="auto"`` (the default) measures instead of guessing, the way TensorRT
 picks tactics: the first call of each batch-size bucket (1, 2, 3-4, 5-8, 9-16, 17+) is
 timed in every mode (a warm-up each, then up to three rounds of one run per mode, on at
-most 32 images) and the fastest is kept for that bucket; ``runner.plan`` shows the choices.
+most 32 images) and the fastest is kept for that bucket; ``runner.modes`` shows the choices.
 The first call of a bucket therefore takes several runs longer. ``parallel="ops"`` or
 ``"batch"`` fixes the mode and skips the timing. A session with all the intra-op threads is
 built the first time ``ops`` is timed or used, and kept.
 
-INT8 models on the CPU also get three exact rewrites of ONNX Runtime's optimized graph
-(``tune``, see :mod:`edgevit.runtime.ort_tune`); ``runner.tuning`` says what was done.
+INT8 models on the CPU also get rewrites of ONNX Runtime's optimized graph, checked to keep
+the outputs (``rewrite``, see :mod:`edgevit.runtime.ort_rewrite`); ``runner.rewrites`` says
+what was done, or why not.
 """
 
 from __future__ import annotations
 
-import itertools
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -37,8 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from edgevit.artifacts import _first_line
-from edgevit.errors import ArtifactError, BackendError
+from edgevit.errors import ArtifactError, BackendError, first_line
 from edgevit.sysinfo import cpu_count
 
 PROVIDERS = {
@@ -47,9 +46,9 @@ PROVIDERS = {
     "tensorrt": "TensorrtExecutionProvider",
 }
 PARALLEL_MODES = ("auto", "batch", "ops")
-TUNE_RUNS = 3  # timed rounds (one run per mode each) when a bucket is first seen, after a warm-up
-TUNE_BUDGET_S = 0.25  # per mode: no further round once the timed runs took this long on average
-TUNE_MAX_IMAGES = 32  # buckets are timed on at most this many images of the first call
+TIMING_RUNS = 3  # timed rounds (one run per mode each) when a bucket is first seen, after a warm-up
+TIMING_BUDGET_S = 0.25  # per mode: no further round once the timed runs took this long on average
+TIMING_MAX_IMAGES = 32  # buckets are timed on at most this many images of the first call
 TOP_BUCKET = 32  # calls of 17 images and more share one decision
 
 
@@ -68,8 +67,8 @@ class OnnxRuntimeRunner:
         threads: CPU threads (``None``: every core this process may use).
         parallel: how a CPU call uses the threads: ``auto``, ``batch`` or ``ops`` (see the
             module docstring). GPU providers always run a call as one batch.
-        tune: rewrite ONNX Runtime's optimized INT8 graph for the CPU (in memory; the
-            outputs stay the same). Off for GPU providers.
+        rewrite: rewrite ONNX Runtime's optimized INT8 graph for the CPU (in memory, checked
+            to keep the outputs). Off for GPU providers.
     """
 
     def __init__(
@@ -78,7 +77,7 @@ class OnnxRuntimeRunner:
         provider: str = "cpu",
         threads: int | None = None,
         parallel: str = "auto",
-        tune: bool = True,
+        rewrite: bool = True,
     ):
         import onnxruntime as ort
 
@@ -101,11 +100,11 @@ class OnnxRuntimeRunner:
         # Batch slicing and timing only matter on the CPU, with more than one thread.
         self.parallel = parallel if ep == "CPUExecutionProvider" and self.threads > 1 else "ops"
         self._model: str | bytes = str(self.path)
-        self.tuning = "off"
-        if tune and ep == "CPUExecutionProvider":
-            self._tune()
+        self.rewrites = "off"
+        if rewrite and ep == "CPUExecutionProvider":
+            self._rewrite()
         self._lock = threading.Lock()  # lazily built sessions and pool
-        self._tune_lock = threading.Lock()  # one bucket timed at a time
+        self._timing_lock = threading.Lock()  # one bucket timed at a time
         self._pool: ThreadPoolExecutor | None = None
         self._ops_session: Any = None
         self._one_session: Any = None  # one intra-op thread: "single" runs and the slices of "batch"
@@ -122,7 +121,7 @@ class OnnxRuntimeRunner:
             self.parallel = "ops"
             self._ops_session, self._one_session = self._new_session(self.threads), None
         # bucket -> "ops", "batch" or "single": fixed by `parallel`, or timed on first use
-        self.plan: dict[int, str] = {}
+        self.modes: dict[int, str] = {}
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.name = f"onnxruntime:{self.session.get_providers()[0]}"
         self.max_batch: int | None = None
@@ -132,24 +131,24 @@ class OnnxRuntimeRunner:
         """The ONNX Runtime session built at load (metadata, inputs and outputs)."""
         return self._one_session if self._one_session is not None else self._ops_session
 
-    def describe_plan(self) -> str:
+    def describe_modes(self) -> str:
         """How calls of each batch size run, e.g. ``parallel=auto (1: single, 8: batch)``."""
 
         def sizes(b: int) -> str:
             return str(b) if b <= 2 else f"{b // 2 + 1}+" if b == TOP_BUCKET else f"{b // 2 + 1}-{b}"
 
-        chosen = ", ".join(f"{sizes(b)}: {m}" for b, m in sorted(self.plan.items()))
+        chosen = ", ".join(f"{sizes(b)}: {m}" for b, m in sorted(self.modes.items()))
         return f"parallel={self.parallel}" + (f" ({chosen})" if chosen else "")
 
-    def _tune(self) -> None:
-        from edgevit.runtime.ort_tune import tune_for_cpu
+    def _rewrite(self) -> None:
+        from edgevit.runtime.ort_rewrite import rewrite_for_cpu
 
         try:
-            model, tuning = tune_for_cpu(self.path)
-        except Exception as exc:  # the untuned graph computes the same: say why, run it
-            self.tuning = f"not applied ({_first_line(exc)})"
+            model, done = rewrite_for_cpu(self.path)
+        except Exception as exc:  # the graph as it is computes the same: say why, run it
+            self.rewrites = f"CPU rewrites not applied ({first_line(exc)})"
             return
-        self.tuning = str(tuning)
+        self.rewrites = str(done)
         if model is not None:
             self._model = model
 
@@ -167,7 +166,7 @@ class OnnxRuntimeRunner:
         try:
             return ort.InferenceSession(self._model, sess_options=opts, providers=self._providers)
         except Exception as exc:
-            raise ArtifactError(f"{self.path} is not a readable ONNX model ({_first_line(exc)}); re-export it") from exc
+            raise ArtifactError(f"{self.path} is not a readable ONNX model ({first_line(exc)}); re-export it") from exc
 
     def _ops(self) -> Any:
         if self._ops_session is None:
@@ -182,7 +181,7 @@ class OnnxRuntimeRunner:
             return self._ops_session.run(self.output_names, feed)
         if self.parallel == "batch":
             return self._run("batch", feed, n)
-        mode = self.plan.get(bucket(n))
+        mode = self.modes.get(bucket(n))
         if mode is None:
             mode = self._decide(feed, n)
         return self._run(mode, feed, n)
@@ -195,7 +194,7 @@ class OnnxRuntimeRunner:
             return self._one_session.run(self.output_names, feed)
         # (N, C, H, W) -> `parts` contiguous slices along N, run side by side, joined in order
         cuts = [i * n // parts for i in range(parts + 1)]
-        feeds = [{k: v[a:b] for k, v in feed.items()} for a, b in itertools.pairwise(cuts)]
+        feeds = [{k: v[a:b] for k, v in feed.items()} for a, b in zip(cuts, cuts[1:])]
         if self._pool is None:
             with self._lock:
                 if self._pool is None:
@@ -207,13 +206,13 @@ class OnnxRuntimeRunner:
         return [np.concatenate([o[i] for o in outs], axis=0) for i in range(len(names))]
 
     def _decide(self, feed: dict[str, np.ndarray], n: int) -> str:
-        """Time this call's bucket in every mode (on at most TUNE_MAX_IMAGES images of
+        """Time this call's bucket in every mode (on at most TIMING_MAX_IMAGES images of
         ``feed``) and keep the fastest; one thread decides, concurrent callers wait."""
         key = bucket(n)
-        with self._tune_lock:
-            if key in self.plan:
-                return self.plan[key]
-            m = min(n, TUNE_MAX_IMAGES)
+        with self._timing_lock:
+            if key in self.modes:
+                return self.modes[key]
+            m = min(n, TIMING_MAX_IMAGES)
             sample = {k: v[:m] for k, v in feed.items()} if m < n else feed
             modes = ("single", "ops", "batch") if m > 1 else ("single", "ops")
             for mode in modes:
@@ -221,16 +220,16 @@ class OnnxRuntimeRunner:
             # timed round-robin, so a slow moment of the machine hits every mode alike
             best = dict.fromkeys(modes, float("inf"))
             spent = 0.0
-            for _ in range(TUNE_RUNS):
+            for _ in range(TIMING_RUNS):
                 for mode in modes:
                     t0 = time.perf_counter()
                     self._run(mode, sample, m)
                     dt = time.perf_counter() - t0
                     best[mode], spent = min(best[mode], dt), spent + dt
-                if spent >= TUNE_BUDGET_S * len(modes):
+                if spent >= TIMING_BUDGET_S * len(modes):
                     break
-            self.plan[key] = min(best, key=best.__getitem__)
-            return self.plan[key]
+            self.modes[key] = min(best, key=best.__getitem__)
+            return self.modes[key]
 
     def close(self) -> None:
         if self._pool is not None:

@@ -18,12 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from edgevit.engine.cudart import check, import_cudart
-from edgevit.engine.device import detect_device
-from edgevit.engine.manifest import Manifest, check_compatible, load_manifest
-from edgevit.engine.trtapi import import_tensorrt, make_logger
 from edgevit.errors import ArtifactError, BackendError, InputError
 from edgevit.runtime.base import Model
+from edgevit.trt.cudart import check, import_cudart
+from edgevit.trt.device import detect_device
+from edgevit.trt.manifest import Manifest, check_compatible, load_manifest
+from edgevit.trt.trtapi import import_tensorrt, make_logger
 
 
 class _Buffer:

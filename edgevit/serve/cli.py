@@ -187,14 +187,3 @@ def export_handler(args: argparse.Namespace) -> int:
 
 def _say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry point: ``python -m edgevit.serve.cli serve ARTIFACT`` (the same as ``edgevit``)."""
-    from edgevit.cli import main as cli_main
-
-    return cli_main(argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

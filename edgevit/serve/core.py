@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgevit.errors import InputError
-from edgevit.runtime.base import Model, softmax, topk
+from edgevit.metrics import softmax
+from edgevit.runtime.base import Model, topk
 
 IMAGES = "images"
 TENSOR = "tensor"

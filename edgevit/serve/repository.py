@@ -75,7 +75,7 @@ class ExportedModel:
 @dataclass
 class _Plan:
     path: Path
-    manifest: Any  # edgevit.engine.manifest.Manifest
+    manifest: Any  # edgevit.trt.manifest.Manifest
 
 
 def export_triton(
@@ -260,7 +260,7 @@ def _onnx_config(
 def _plan_config(
     paths: list[Path], name: str, opts: RepositoryOptions
 ) -> tuple[dict[str, Any], ArtifactInfo, list[tuple[Path, str]], dict[str, Any]]:
-    from edgevit.engine.manifest import load_manifest
+    from edgevit.trt.manifest import load_manifest
 
     plans = [_Plan(p, load_manifest(p)) for p in paths]
     first = plans[0].manifest
@@ -307,7 +307,7 @@ def _plan_config(
     files = [(plans[0].path, "model.plan")]
     if len(plans) > 1:
         cc_files = {ccs[0]: "model.plan"}
-        for plan, cc in zip(plans[1:], ccs[1:], strict=True):
+        for plan, cc in zip(plans[1:], ccs[1:]):
             fname = f"model.sm{cc.replace('.', '')}.plan"
             cc_files[cc] = fname
             files.append((plan.path, fname))
@@ -324,7 +324,7 @@ def _plan_config(
                 "precision": p.manifest.precision,
                 "profile": p.manifest.profile,
             }
-            for p, (_, dst) in zip(plans, files, strict=True)
+            for p, (_, dst) in zip(plans, files)
         ]
     }
     return message, first.artifact, files, extra

@@ -20,8 +20,9 @@ lose no frame and give results in order. See :mod:`edgevit.stream.sources`,
 
 from __future__ import annotations
 
-from edgevit.stream.loop import FrameResult, Stream, StreamEvent
+from edgevit.stream.loop import Stream, StreamEvent
 from edgevit.stream.overlay import draw_overlay
+from edgevit.stream.results import FrameResult
 from edgevit.stream.sinks import DisplaySink, JsonlSink, Sink, VideoSink, open_sink
 from edgevit.stream.sources import (
     CaptureError,

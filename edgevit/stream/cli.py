@@ -1,7 +1,6 @@
 """``edgevit camera``: run a model on cameras, streams, files or folders.
 
-Registered into the main CLI with :func:`register`; also runnable alone as
-``python -m edgevit.stream.cli camera ...``.
+Registered into the main CLI with :func:`register`.
 """
 
 from __future__ import annotations
@@ -267,14 +266,3 @@ def handler(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(stream.stats.format_summary(), file=sys.stderr if to_stdout else sys.stdout)
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry point: ``python -m edgevit.stream.cli camera SOURCE ...`` (the same as ``edgevit``)."""
-    from edgevit.cli import main as cli_main
-
-    return cli_main(argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

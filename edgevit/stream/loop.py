@@ -35,64 +35,23 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import numpy as np
 
-from edgevit.errors import BackendError, EdgeVitError, InputError
+from edgevit.errors import BackendError, EdgeVitError, InputError, first_line
 from edgevit.runtime import Model, top_probs
 from edgevit.stream.overlay import draw_overlay
+from edgevit.stream.results import FrameResult
 from edgevit.stream.sinks import Sink, open_sink
 from edgevit.stream.sources import CorruptFrameError, Reader, Source, open_source
 from edgevit.stream.stats import SourceStats, StreamStats
 
 POLL_S = 0.05  # longest the loop waits without checking stop, stalls and events
 MAX_FAILED_BATCHES = 20  # consecutive failed batches before the model is declared broken
-
-
-@dataclass(slots=True)
-class FrameResult:
-    """The result of one frame.
-
-    ``index`` is the frame's number in its source (frames dropped or skipped leave
-    gaps); ``timestamp`` is the wall-clock capture time (seconds since the epoch);
-    ``latency_ms`` runs from capture to the result being ready.
-    """
-
-    source: str
-    source_id: int
-    index: int
-    timestamp: float
-    latency_ms: float
-    indices: np.ndarray  # (k,) class indices, best first
-    probs: np.ndarray  # (k,) probabilities
-    labels: list[str]
-    frame: np.ndarray = field(repr=False)  # the frame as captured (BGR)
-    batch_size: int = 1
-
-    @property
-    def label(self) -> str:
-        return self.labels[0]
-
-    @property
-    def prob(self) -> float:
-        return float(self.probs[0])
-
-    def to_record(self) -> dict[str, Any]:
-        return {
-            "source": self.source,
-            "frame": self.index,
-            "timestamp": round(self.timestamp, 6),
-            "latency_ms": round(self.latency_ms, 3),
-            "batch": self.batch_size,
-            "top_k": [
-                {"index": int(i), "label": lab, "prob": round(float(p), 6)}
-                for i, lab, p in zip(self.indices, self.labels, self.probs, strict=True)
-            ],
-        }
 
 
 @dataclass
@@ -105,8 +64,9 @@ class StreamEvent:
     message: str
 
 
-@dataclass(slots=True)
+@dataclass
 class _Item:
+    __slots__ = ("frame", "index", "sid", "small", "t_mono", "t_wall")  # one per frame: no __dict__
     sid: int
     index: int
     t_wall: float
@@ -200,18 +160,13 @@ class _Inbox:
             self._drain(batch, max_n, None)  # the wait is over: fill from anyone
             # wake blocked file readers only once their queue is half empty: they then refill
             # it in one go instead of ping-ponging with this thread frame by frame
-            if any(
-                not live and len(q) <= cap // 2
-                for q, cap, live in zip(self.queues, self.capacity, self.live, strict=True)
-            ):
+            if any(not live and len(q) <= cap // 2 for q, cap, live in zip(self.queues, self.capacity, self.live)):
                 self.cond.notify_all()
         return batch
 
     def _file_share(self, max_n: int) -> int | None:
         """Most frames one file source may give a batch before the wait is over (None: any)."""
-        files = sum(
-            1 for q, live, done in zip(self.queues, self.live, self.done, strict=True) if not live and (q or not done)
-        )
+        files = sum(1 for q, live, done in zip(self.queues, self.live, self.done) if not live and (q or not done))
         return -(-max_n // files) if files > 1 else None
 
     def _wait(self, timeout: float) -> None:
@@ -358,7 +313,7 @@ class Stream:
             raise
         self._warm_up()
         self.stats.started = time.monotonic()
-        for slot, reader in zip(self._slots, readers, strict=True):
+        for slot, reader in zip(self._slots, readers):
             slot.stats.state = "running"
             self._start_capture(slot, reader)
         return self
@@ -514,8 +469,8 @@ class Stream:
         for it in items:
             st = self.stats.sources[it.sid]
             st.errors += 1
-            st.last_error = _one_line(exc)
-            self._event("error", self.sources[it.sid].uri, f"frame {it.index}: inference failed: {_one_line(exc)}")
+            st.last_error = first_line(exc)
+            self._event("error", self.sources[it.sid].uri, f"frame {it.index}: inference failed: {first_line(exc)}")
         return []
 
     def _emit(self, result: FrameResult) -> None:
@@ -535,7 +490,7 @@ class Stream:
                 raise
             except (OSError, ValueError) as exc:  # disk full, closed pipe, ...
                 self._stop_by("sink")
-                raise EdgeVitError(f"cannot write to {sink.uri}: {_one_line(exc)}") from exc
+                raise EdgeVitError(f"cannot write to {sink.uri}: {first_line(exc)}") from exc
             if sink.wants_stop:
                 self._stop_by("sink")
 
@@ -545,7 +500,7 @@ class Stream:
             try:
                 sink.close()
             except Exception as exc:  # close the others anyway
-                errors.append(f"{sink.uri}: {_one_line(exc)}")
+                errors.append(f"{sink.uri}: {first_line(exc)}")
         self.sinks = []
         if errors:
             raise EdgeVitError("could not close " + "; ".join(errors))
@@ -585,13 +540,13 @@ class Stream:
                 except CorruptFrameError as exc:
                     slot.next_index += 1
                     st.corrupt += 1
-                    self._event("corrupt", source.uri, _one_line(exc))
+                    self._event("corrupt", source.uri, first_line(exc))
                     continue
                 except Exception as exc:
                     if not current():
                         return
                     st.failures += 1
-                    st.last_error = _one_line(exc)
+                    st.last_error = first_line(exc)
                     _quiet_close(reader)
                     reader = None
                     if not source.live:
@@ -616,7 +571,7 @@ class Stream:
                     small = self._prepare(frame)
                 except Exception as exc:
                     st.corrupt += 1
-                    self._event("corrupt", source.uri, f"frame {index}: {_one_line(exc)}")
+                    self._event("corrupt", source.uri, f"frame {index}: {first_line(exc)}")
                     continue
                 st.captured += 1
                 pending.append(_Item(slot.sid, index, t_wall, t_mono, frame, small))
@@ -640,7 +595,7 @@ class Stream:
             try:
                 reader = _open(slot.source)
             except Exception as exc:
-                st.last_error = _one_line(exc)
+                st.last_error = first_line(exc)
                 delay = min(delay * 2, self.backoff[1])
                 self._event("failed", slot.source.uri, f"reopen failed: {st.last_error}; next try in {delay:.1f} s")
                 continue
@@ -726,14 +681,9 @@ def _open(source: Source) -> Reader:
     except EdgeVitError:
         raise
     except Exception as exc:
-        raise EdgeVitError(f"cannot open {source.uri}: {_one_line(exc)}") from exc
+        raise EdgeVitError(f"cannot open {source.uri}: {first_line(exc)}") from exc
 
 
 def _quiet_close(reader: Reader) -> None:
     with contextlib.suppress(Exception):
         reader.close()
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:300] if text else type(exc).__name__

@@ -29,7 +29,7 @@ import numpy as np
 from edgevit.errors import InputError
 
 if TYPE_CHECKING:
-    from edgevit.stream.loop import FrameResult
+    from edgevit.stream.results import FrameResult
     from edgevit.stream.sources import Source
 
 CODECS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "FFV1"}

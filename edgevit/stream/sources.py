@@ -38,6 +38,7 @@ from urllib.parse import parse_qsl, urlsplit
 import numpy as np
 
 from edgevit.errors import EdgeVitError, InputError
+from edgevit.preprocess import decode_image
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".h264", ".h265", ".flv"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
@@ -199,16 +200,13 @@ class _ImageReader:
         self._paths = iter(paths)
 
     def read(self) -> np.ndarray | None:
-        import cv2
-
         path = next(self._paths, None)
         if path is None:
             return None
-        data = np.fromfile(str(path), dtype=np.uint8)
-        img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-        if img is None:
-            raise CorruptFrameError(f"{path} is not a readable image")
-        return img
+        try:
+            return decode_image(np.fromfile(str(path), dtype=np.uint8), str(path))
+        except (InputError, OSError) as exc:
+            raise CorruptFrameError(f"{path} is not a readable image") from exc
 
     def close(self) -> None:
         pass

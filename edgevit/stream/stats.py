@@ -50,7 +50,7 @@ class LatencyHistogram:
         """One histogram holding every value of ``parts``."""
         out = cls()
         for h in parts:
-            out.counts = [a + b for a, b in zip(out.counts, h.counts, strict=True)]
+            out.counts = [a + b for a, b in zip(out.counts, h.counts)]
             out.count += h.count
             out.total += h.total
             out.max = max(out.max, h.max)

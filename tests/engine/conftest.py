@@ -20,7 +20,9 @@ def make_variants(workdir: Path, preset_name: str, num_images: int = 8) -> Simpl
     from edgevit.config import preset
     from edgevit.model import VisionTransformer
     from edgevit.preprocess import Preprocess
-    from edgevit.quantize import QuantizeConfig, calibrate, quantize_model
+    from edgevit.quant.calibrate import calibrate
+    from edgevit.quant.config import QuantizeConfig
+    from edgevit.quant.writer import quantize_model
 
     workdir.mkdir(parents=True, exist_ok=True)
     cfg = preset(preset_name)

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from edgevit.engine.builder import BuildOptions, parse_batch, plan_build, trtexec_command
-from edgevit.engine.device import DeviceInfo, JetsonInfo, check_request, jetpack_for_l4t, read_jetson_info
-from edgevit.engine.trtapi import TrtVersion
 from edgevit.errors import BackendError, EdgeVitError, InputError
+from edgevit.trt.device import DeviceInfo, JetsonInfo, check_request, jetpack_for_l4t, read_jetson_info
+from edgevit.trt.trtapi import TrtVersion
 
 V85, V86, V103, V1011, V1013, V114 = (
     TrtVersion.parse(v) for v in ("8.5.2", "8.6.2", "10.3.0", "10.11.0", "10.13.3", "11.4.0")
@@ -206,8 +206,8 @@ def test_cli_registers_build(tmp_path: Path) -> None:
 def test_print_trtexec_without_tensorrt(nano_variants, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """`edgevit build --print-trtexec --trt-version 8.5.2` works on a machine without TensorRT and
     prepares what the command reads: a calibration cache whose header names TensorRT 8.5.2."""
-    from edgevit.calib_table import read_trt_cache
     from edgevit.engine.cli import register
+    from edgevit.quant.table import read_trt_cache
 
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers())

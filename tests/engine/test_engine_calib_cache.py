@@ -9,10 +9,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from edgevit.calib_table import CalibrationTable, float_to_hex, read_trt_cache
 from edgevit.engine.calibrator import cache_for_version, make_cache_calibrator
-from edgevit.engine.trtapi import TrtVersion
 from edgevit.errors import ArtifactError
+from edgevit.quant.table import CalibrationTable, float_to_hex, read_trt_cache
+from edgevit.trt.trtapi import TrtVersion
 
 
 def test_cache_round_trip(nano_variants: SimpleNamespace, tmp_path: Path) -> None:

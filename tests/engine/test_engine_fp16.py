@@ -13,7 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgevit.engine.fp16 import FP16_MAX, convert_file, convert_to_fp16
 from edgevit.errors import QuantizationError
-from edgevit.qdq_rules import check_qdq_graph
+from edgevit.quant.rules import check_qdq_graph
 
 
 def _run(path: Path, x: np.ndarray) -> np.ndarray:
@@ -63,7 +63,7 @@ def test_fp16_model_keeps_fp32_io_and_matches(nano_variants: SimpleNamespace, tm
 
 def test_calibrated_ranges_of_fp16_tensors_are_checked(nano_variants: SimpleNamespace) -> None:
     """A tensor that becomes FP16 with a calibrated range beyond 65504 is refused, by name."""
-    from edgevit.calib_table import CalibrationTable
+    from edgevit.quant.table import CalibrationTable
 
     model = onnx.load(str(nano_variants.fp32_onnx))
     table = CalibrationTable.load(nano_variants.calib_table)

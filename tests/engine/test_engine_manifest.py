@@ -10,11 +10,11 @@ import pytest
 
 from edgevit.artifacts import ArtifactInfo, sha256_file
 from edgevit.config import ViTConfig
-from edgevit.engine.device import DeviceInfo, JetsonInfo
 from edgevit.engine.inspect import check_precision, summarize
-from edgevit.engine.manifest import Manifest, TensorSpec, check_compatible, load_manifest, manifest_path
 from edgevit.errors import ArtifactError, BackendError
 from edgevit.preprocess import Preprocess
+from edgevit.trt.device import DeviceInfo, JetsonInfo
+from edgevit.trt.manifest import Manifest, TensorSpec, check_compatible, load_manifest, manifest_path
 
 ORIN = DeviceInfo("Orin", "8.7", JetsonInfo("NVIDIA Jetson AGX Orin Developer Kit", "36.4.3", "6.2"), "12.6", 2)
 
@@ -134,8 +134,8 @@ def test_rtx_engines_never_run(tmp_path: Path) -> None:
 def test_runtime_load_refuses_mismatch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`edgevit.runtime.load("x.engine")` checks the manifest against the (mocked) running TensorRT and GPU."""
     from edgevit import runtime
-    from edgevit.engine.trtapi import TrtVersion
     from edgevit.runtime import trt_backend
+    from edgevit.trt.trtapi import TrtVersion
 
     engine = tmp_path / "x.engine"
     make_manifest(engine, b"PLAN")

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 
 from edgevit.engine.builder import BuildOptions, build_engine
-from edgevit.engine.manifest import load_manifest, manifest_path
 from edgevit.errors import ArtifactError, QuantizationError
+from edgevit.trt.manifest import load_manifest, manifest_path
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("tensorrt_rtx") is None,

@@ -10,7 +10,7 @@ import pytest
 
 from edgevit import runtime
 from edgevit.errors import BackendError
-from edgevit.runtime.ort_backend import TUNE_MAX_IMAGES, TUNE_RUNS, OnnxRuntimeRunner, bucket
+from edgevit.runtime.ort_backend import TIMING_MAX_IMAGES, TIMING_RUNS, OnnxRuntimeRunner, bucket
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,7 @@ def test_buckets_group_batch_sizes():
 
 def test_auto_times_each_bucket_once_in_every_mode_and_keeps_the_fastest(nano_artifacts, batch):
     with OnnxRuntimeRunner(nano_artifacts.int8_onnx, threads=2) as runner:
-        assert runner.parallel == "auto" and runner.plan == {}
+        assert runner.parallel == "auto" and runner.modes == {}
         runs: list[tuple[str, int]] = []
         real_run = runner._run
 
@@ -59,18 +59,18 @@ def test_auto_times_each_bucket_once_in_every_mode_and_keeps_the_fastest(nano_ar
         timed = runs[:-1]
         assert {m for m, _ in timed} == {"single", "ops", "batch"}
         assert all(n == 8 for _, n in runs)
-        assert 2 <= sum(m == "batch" for m, _ in timed) <= 1 + TUNE_RUNS
-        assert set(runner.plan) == {8} and runs[-1] == (runner.plan[8], 8)
+        assert 2 <= sum(m == "batch" for m, _ in timed) <= 1 + TIMING_RUNS
+        assert set(runner.modes) == {8} and runs[-1] == (runner.modes[8], 8)
 
         runs.clear()  # the same bucket again (6 images): no timing, the kept mode only
         runner.infer({runner.input_name: batch[:6]})
-        assert runs == [(runner.plan[8], 6)]
+        assert runs == [(runner.modes[8], 6)]
 
         runs.clear()  # a single image is its own bucket: batch slicing is not a candidate
         one = runner.infer({runner.input_name: batch[:1]})[0]
         np.testing.assert_allclose(one, out[:1], rtol=1e-5, atol=1e-5)
-        assert {m for m, _ in runs[:-1]} == {"single", "ops"} and runner.plan[1] in ("single", "ops")
-        assert runner.describe_plan().startswith("parallel=auto (1: ")
+        assert {m for m, _ in runs[:-1]} == {"single", "ops"} and runner.modes[1] in ("single", "ops")
+        assert runner.describe_modes().startswith("parallel=auto (1: ")
         ref.close()
 
 
@@ -86,8 +86,8 @@ def test_large_calls_are_timed_on_a_sample(nano_artifacts, batch):
 
         runner._run = spy  # type: ignore[method-assign]
         out = runner.infer({runner.input_name: big})[0]
-        assert out.shape[0] == 52 and set(sizes[:-1]) == {TUNE_MAX_IMAGES} and sizes[-1] == 52
-        assert list(runner.plan) == [32]
+        assert out.shape[0] == 52 and set(sizes[:-1]) == {TIMING_MAX_IMAGES} and sizes[-1] == 52
+        assert list(runner.modes) == [32]
 
 
 def test_concurrent_first_calls_decide_once(nano_artifacts, batch):
@@ -101,7 +101,7 @@ def test_concurrent_first_calls_decide_once(nano_artifacts, batch):
             t.start()
         for t in threads:
             t.join()
-        assert len(outs) == 4 and list(runner.plan) == [8]
+        assert len(outs) == 4 and list(runner.modes) == [8]
         for o in outs[1:]:
             np.testing.assert_allclose(o, outs[0], rtol=1e-5, atol=1e-5)
 
@@ -111,7 +111,7 @@ def test_fixed_modes_skip_the_timing(nano_artifacts, batch):
         with OnnxRuntimeRunner(nano_artifacts.int8_onnx, threads=2, parallel=mode) as runner:
             runner.infer({runner.input_name: batch[:8]})
             runner.infer({runner.input_name: batch[:1]})
-            assert runner.plan == {} and runner.describe_plan() == f"parallel={mode}"
+            assert runner.modes == {} and runner.describe_modes() == f"parallel={mode}"
 
 
 def test_one_thread_never_slices(nano_artifacts):

@@ -28,10 +28,10 @@ import pytest
 
 from edgevit.artifacts import ArtifactInfo, sha256_file
 from edgevit.config import ViTConfig
-from edgevit.engine.device import DeviceInfo
-from edgevit.engine.manifest import Manifest, TensorSpec, manifest_path
 from edgevit.errors import BackendError, InputError
 from edgevit.preprocess import Preprocess
+from edgevit.trt.device import DeviceInfo
+from edgevit.trt.manifest import Manifest, TensorSpec, manifest_path
 
 # ---------------------------------------------------------------------------------------------
 # Part 1: doubles for cuda-python's runtime module and TensorRT's tensor API
@@ -213,8 +213,8 @@ def write_engine(tmp_path: Path, plan: bytes = b"FAKEPLAN" + bytes(100)) -> Path
 
 @pytest.fixture
 def fakes(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
-    from edgevit.engine.trtapi import TrtVersion
     from edgevit.runtime import trt_backend
+    from edgevit.trt.trtapi import TrtVersion
 
     trt = make_fake_trt(PROFILE)
     cudart = FakeCudart()
@@ -229,8 +229,8 @@ def expected(x: np.ndarray) -> np.ndarray:
 
 
 def test_runner_batches_splits_and_frees(fakes: SimpleNamespace, tmp_path: Path) -> None:
-    from edgevit.engine.manifest import load_manifest
     from edgevit.runtime.trt_backend import TensorRTRunner
+    from edgevit.trt.manifest import load_manifest
 
     engine = write_engine(tmp_path)
     x = np.random.default_rng(0).standard_normal((19, 1, 8, 8)).astype(np.float32)
@@ -256,8 +256,8 @@ def test_runner_batches_splits_and_frees(fakes: SimpleNamespace, tmp_path: Path)
 
 
 def test_batches_below_the_profile_minimum_are_padded(fakes: SimpleNamespace, tmp_path: Path) -> None:
-    from edgevit.engine.manifest import load_manifest
     from edgevit.runtime.trt_backend import TensorRTRunner
+    from edgevit.trt.manifest import load_manifest
 
     fakes.trt = make_fake_trt(((4, 1, 8, 8), (4, 1, 8, 8), (8, 1, 8, 8)))
     engine = write_engine(tmp_path)
@@ -270,8 +270,8 @@ def test_batches_below_the_profile_minimum_are_padded(fakes: SimpleNamespace, tm
 
 
 def test_cuda_errors_are_checked_and_nothing_leaks(fakes: SimpleNamespace, tmp_path: Path) -> None:
-    from edgevit.engine.manifest import load_manifest
     from edgevit.runtime.trt_backend import TensorRTRunner
+    from edgevit.trt.manifest import load_manifest
 
     engine = write_engine(tmp_path)
     fakes.cudart.fail = "device"
@@ -401,7 +401,7 @@ def test_implicit_int8_from_calibration_cache(
     """TensorRT 8.x-10.x: FP32 ONNX + the cache of `edgevit quantize`, no calibration on the device."""
     from edgevit import runtime
     from edgevit.engine.builder import BuildOptions, build_engine
-    from edgevit.engine.trtapi import import_tensorrt
+    from edgevit.trt.trtapi import import_tensorrt
 
     _, version = import_tensorrt()
     if not version.has_implicit_int8:

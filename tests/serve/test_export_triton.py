@@ -12,10 +12,10 @@ from serve_helpers import missing
 
 from edgevit.artifacts import ArtifactInfo, sha256_file
 from edgevit.config import ViTConfig
-from edgevit.engine.device import DeviceInfo
-from edgevit.engine.manifest import Manifest, TensorSpec, manifest_path
 from edgevit.errors import ArtifactError, InputError
 from edgevit.preprocess import Preprocess
+from edgevit.trt.device import DeviceInfo
+from edgevit.trt.manifest import Manifest, TensorSpec, manifest_path
 
 REASON = missing("tritonclient.grpc.model_config_pb2", "google.protobuf.text_format")
 pytestmark = pytest.mark.skipif(bool(REASON), reason=REASON or "ok")

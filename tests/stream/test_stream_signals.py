@@ -28,7 +28,7 @@ def edgevit_command() -> list[str]:
         )
         if probe.returncode == 0:
             return [sys.executable, "-c", "import sys; from edgevit.cli import main; sys.exit(main())"]
-    return [sys.executable, "-m", "edgevit.stream.cli"]
+    return [sys.executable, "-m", "edgevit"]
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])

@@ -299,7 +299,7 @@ def collect_stats(
         outs = sess.run(out_names, {input_name: x})
         if input_name in stats:
             stats[input_name].update(x, input_name in channel_set)
-        for name, value in zip(out_names, outs, strict=True):
+        for name, value in zip(out_names, outs):
             if name in stats:
                 stats[name].update(value, name in channel_set)
         del outs

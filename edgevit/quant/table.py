@@ -104,6 +104,14 @@ class CalibrationTable:
             d["sensitivity"] = self.sensitivity
         return d
 
+    def method_counts(self) -> dict[str, int]:
+        """How many quantized tensors each range method chose (``auto`` mixes them)."""
+        counts: dict[str, int] = {}
+        for r in self.tensors.values():
+            if r.quantized:
+                counts[r.method] = counts.get(r.method, 0) + 1
+        return dict(sorted(counts.items()))
+
     def save(self, path: str | Path) -> None:
         write_json_atomic(path, self.to_dict())
 
@@ -195,6 +203,6 @@ def read_trt_cache(path_or_text: str | Path) -> tuple[str, dict[str, float]]:
 
 def table_paths(calib_dir: str | Path, model_path: str | Path, model_sha256: str, method: str) -> tuple[Path, Path]:
     """Where the table and the TensorRT cache of a calibration go."""
-    stem = Path(model_path).name.removesuffix(".onnx")
+    stem = Path(model_path).stem
     base = Path(calib_dir) / f"{stem}-{model_sha256[:8]}.{method}"
     return base.with_name(base.name + ".json"), base.with_name(base.name + ".cache")

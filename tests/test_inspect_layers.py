@@ -55,13 +55,14 @@ def test_cli_inspect_and_bad_inputs(nano_artifacts, tmp_path, capsys):
 
 
 def test_inspect_does_not_import_torch():
-    code = "import sys, edgevit.inspect_layers, edgevit.calib_stats, edgevit.sensitivity, edgevit.smoothquant; "
+    code = "import sys, edgevit.inspect_layers, edgevit.quant.stats, edgevit.quant.sensitivity, edgevit.quant.smoothquant; "
     code += "sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
 def test_smoothed_tensors_are_compared_after_undoing_the_scales(nano_artifacts, digits, tmp_path):
-    from edgevit.quantize import QuantizeConfig, quantize_onnx
+    from edgevit.quant.config import QuantizeConfig
+    from edgevit.quant.quantize import quantize_onnx
 
     r = quantize_onnx(
         nano_artifacts.fp32_onnx,
@@ -71,11 +72,17 @@ def test_smoothed_tensors_are_compared_after_undoing_the_scales(nano_artifacts, 
         progress=False,
     )
     report = inspect_layers(nano_artifacts.fp32_onnx, r.path, digits.test.images[:64])
-    smoothed = set(r.table.transforms["smoothquant"]["scales"])
+    import onnx
+
+    from edgevit.quant.smoothquant import find_layernorm_pairs
+
+    pairs = find_layernorm_pairs(onnx.load(str(nano_artifacts.fp32_onnx)))
+    assert {p.output for p in pairs} == set(r.table.transforms["smoothquant"]["scales"])
+    smoothed = {t for p in pairs for t in p.inputs}  # the quantized tensors that carry y / s
     by_name = {t.tensor: t for t in report.tensors}
-    assert smoothed <= set(by_name)
+    assert smoothed <= set(by_name) and any(p.inputs != [p.output] for p in pairs)  # the head's class token
     for name in smoothed:  # without undoing the scales these would be near 0 dB
         assert by_name[name].sqnr_vs_fp32_db > 20.0, by_name[name]
     for t in report.tensors:
-        if t.kind == "weight" and any(n.endswith(("qkv/MatMul", "fc1/MatMul")) for n in t.layers):
+        if t.kind == "weight" and any(n.endswith(("qkv/MatMul", "fc1/MatMul", "head/Gemm")) for n in t.layers):
             assert t.sqnr_db > 20.0, t  # smoothed weights compared with W * s

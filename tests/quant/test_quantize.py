@@ -7,10 +7,12 @@ from onnx import numpy_helper
 
 from edgevit import runtime
 from edgevit.artifacts import read_onnx_info, sha256_file
-from edgevit.calib_table import CalibrationTable, read_trt_cache
 from edgevit.errors import ArtifactError, DataError, EdgeVitError, QuantizationError
-from edgevit.qdq_rules import check_qdq_graph
-from edgevit.quantize import QuantizeConfig, quantize_onnx, select_calibration_images
+from edgevit.quant.calibrate import calibration_indices
+from edgevit.quant.config import QuantizeConfig
+from edgevit.quant.quantize import quantize_onnx
+from edgevit.quant.rules import check_qdq_graph
+from edgevit.quant.table import CalibrationTable, read_trt_cache
 
 FLOAT_OPS = ("LayerNormalization", "Softmax", "Add", "Erf", "Mul", "Div", "Concat")
 
@@ -68,10 +70,14 @@ def test_rule_checker_catches_onnx_runtime_default_quantization(nano_artifacts, 
     op) break TensorRT's rules; the checker must say so, node by node."""
     from onnxruntime.quantization import QuantType, quantize_static
 
-    from edgevit.quantize import ImageCalibrationReader
-
     info = read_onnx_info(nano_artifacts.fp32_onnx)
-    reader = ImageCalibrationReader(digits.train.images[:32], info.preprocess, "images", 16)
+    batches = iter([{"images": info.preprocess(digits.train.images[i : i + 16])} for i in (0, 16)])
+
+    class Reader:  # ONNX Runtime's CalibrationDataReader protocol
+        def get_next(self):
+            return next(batches, None)
+
+    reader = Reader()
     out = tmp_path / "ort_default.onnx"
     quantize_static(
         str(nano_artifacts.fp32_onnx), str(out), reader, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8
@@ -111,7 +117,7 @@ def test_calibration_table_and_cache_describe_the_model(nano_artifacts):
 
 
 def test_calibration_uses_training_images_only(nano_artifacts, digits, monkeypatch, tmp_path):
-    import edgevit.quantize as q
+    import edgevit.quant.quantize as q
 
     seen = {}
     real = q.calibrate
@@ -165,7 +171,7 @@ def test_bad_calibration_requests(nano_artifacts, tmp_path):
     with pytest.raises(DataError, match="at least 2"):
         QuantizeConfig(num_images=1)
     with pytest.raises(DataError, match="at least 2"):
-        select_calibration_images(np.zeros((1, 8, 8, 1), np.uint8), 512, 0)
+        calibration_indices(1, 512, 256, 0)
     with pytest.raises(EdgeVitError, match="unknown calibration method"):
         QuantizeConfig(method="magic")
     with pytest.raises(QuantizationError, match="already int8"):

@@ -9,16 +9,13 @@ from onnx import numpy_helper
 
 from edgevit import runtime
 from edgevit.artifacts import read_onnx_info
-from edgevit.calib_table import read_trt_cache
-from edgevit.qdq_rules import check_qdq_graph
-from edgevit.quantize import QuantizeConfig, quantize_onnx
-from edgevit.smoothquant import (
-    apply_channel_scales,
-    bias_correct,
-    find_layernorm_pairs,
-    inject_outliers,
-    weight_fake_quant,
-)
+from edgevit.quant.bias_correction import bias_correct
+from edgevit.quant.config import QuantizeConfig
+from edgevit.quant.graph import weight_fake_quant
+from edgevit.quant.quantize import quantize_onnx
+from edgevit.quant.rules import check_qdq_graph
+from edgevit.quant.smoothquant import apply_channel_scales, find_layernorm_pairs, inject_outliers
+from edgevit.quant.table import read_trt_cache
 
 
 def _logits(model: onnx.ModelProto, path, images) -> np.ndarray:
@@ -33,9 +30,12 @@ def _inits(model):
 
 def test_pairs_are_the_vit_layernorm_linear_pairs(nano_artifacts):
     pairs = find_layernorm_pairs(onnx.load(str(nano_artifacts.fp32_onnx)))
-    names = sorted(p.matmuls[0] for p in pairs)
-    assert len(pairs) == 8  # 4 blocks x (norm1 -> qkv, norm2 -> fc1); the final norm feeds a Gather, not a Linear
-    assert all(n.endswith(("attn/qkv/MatMul", "mlp/fc1/MatMul")) for n in names)
+    names = sorted(p.layers[0] for p in pairs)
+    # 4 blocks x (norm1 -> qkv, norm2 -> fc1), and the final norm -> class token (Gather) -> head
+    assert len(pairs) == 9
+    assert sum(n.endswith(("attn/qkv/MatMul", "mlp/fc1/MatMul")) for n in names) == 8
+    head = next(p for p in pairs if p.layers[0].startswith("/head"))
+    assert head.inputs != [head.output] and head.weight_in_axes == [1]  # the Gather's output; Gemm [N, K]
 
 
 def test_folding_leaves_the_fp32_function_unchanged(nano_artifacts, digits, tmp_path):
@@ -54,7 +54,7 @@ def test_folding_leaves_the_fp32_function_unchanged(nano_artifacts, digits, tmp_
             inject_outliers(m, channels=4, factor=100.0)
         before, after = _inits(base), _inits(m)
         changed = [k for k in before if not np.array_equal(before[k], after[k])]
-        assert len(changed) == 8 * 3  # gamma, beta, next weight of each pair: nothing else
+        assert len(changed) == 9 * 3  # gamma, beta, next weight of each pair: nothing else
         assert [n.op_type for n in m.graph.node] == [n.op_type for n in base.graph.node]  # plain graph
         out = _logits(m, tmp_path / f"{kind}.onnx", images)
         np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-4 * np.abs(ref).max())
@@ -89,7 +89,7 @@ def test_smoothquant_rescues_the_outlier_model(nano_artifacts, digits, tmp_path)
         if sq:
             info = read_onnx_info(r.path)
             assert info.extra["quantization"]["transforms"] == ["smoothquant"]
-            assert len(info.extra["quantization"]["smoothquant"]["scales"]) == 8
+            assert len(info.extra["quantization"]["smoothquant"]["scales"]) == 9  # 4 blocks x 2 + the head
             # the TensorRT cache (implicit path, unsmoothed FP32 model) keeps the original ranges
             _, scales = read_trt_cache(r.cache_path)
             orig = r.table.transforms["smoothquant"]["original_amax"]

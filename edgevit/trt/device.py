@@ -159,7 +159,7 @@ def detect_device(index: int = 0, root: str | Path = "/") -> DeviceInfo:
     Raises:
         BackendError: cuda-python is missing or no CUDA device is usable.
     """
-    from edgevit.engine.cudart import check, import_cudart
+    from edgevit.trt.cudart import check, import_cudart
 
     cudart = import_cudart()
     count = check(cudart.cudaGetDeviceCount(), "cudaGetDeviceCount")

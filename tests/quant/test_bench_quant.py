@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_quant_accuracy.py"
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_quant_accuracy.py"
 
 
 @pytest.mark.slow

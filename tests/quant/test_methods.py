@@ -8,10 +8,11 @@ import json
 import numpy as np
 import pytest
 
-from edgevit.calib_stats import RANGE_METHODS, TensorStats, entropy_amax, mse_amax, percentile_amax
-from edgevit.calib_table import CalibrationTable, TensorRange
 from edgevit.errors import DataError
-from edgevit.quantize import QuantizeConfig, calibrate, calibration_indices, check_images
+from edgevit.quant.calibrate import calibrate, calibration_indices, check_images
+from edgevit.quant.config import QuantizeConfig
+from edgevit.quant.stats import RANGE_METHODS, TensorStats, entropy_amax, mse_amax, percentile_amax
+from edgevit.quant.table import CalibrationTable, TensorRange
 
 
 def test_streaming_histogram_equals_one_shot_and_stays_bounded():

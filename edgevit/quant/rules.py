@@ -21,7 +21,8 @@ from collections import defaultdict
 
 import numpy as np
 
-WEIGHTED_OPS = ("MatMul", "Gemm", "Conv")
+from edgevit.quant.graph import WEIGHTED_OPS, int_attr, opset, weight_axis
+
 FORBIDDEN_OPS = ("QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "QGemm", "QLinearAdd")
 
 
@@ -30,9 +31,9 @@ def check_qdq_graph(model) -> list[str]:  # model: onnx.ModelProto
 
     graph = model.graph
     problems: list[str] = []
-    opset = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
-    if opset < 13:
-        problems.append(f"opset {opset} < 13: per-channel Q/DQ needs opset 13 or newer")
+    version = opset(model)
+    if version < 13:
+        problems.append(f"opset {version} < 13: per-channel Q/DQ needs opset 13 or newer")
     inits = {t.name: t for t in graph.initializer}
     producer = {out: n for n in graph.node for out in n.output}
     consumers: dict[str, list] = defaultdict(list)
@@ -49,12 +50,6 @@ def check_qdq_graph(model) -> list[str]:  # model: onnx.ModelProto
                 if a.name == "value":
                     return numpy_helper.to_array(a.t)
         return None
-
-    def int_attr(node, name: str, default: int) -> int:
-        for a in node.attribute:
-            if a.name == name:
-                return int(a.i)
-        return default
 
     for n in graph.node:
         label = f"{n.op_type} {n.name!r}"
@@ -111,13 +106,8 @@ def check_qdq_graph(model) -> list[str]:  # model: onnx.ModelProto
                 problems.append(f"{label}: feeds the bias of {clabel}; biases stay in floating point")
                 continue
             if x_const is not None:  # a weight: per channel on the output-channel axis
-                if consumer.op_type == "Conv":
-                    want_axis, channels = 0, x_const.shape[0]
-                elif consumer.op_type == "Gemm":
-                    want_axis = 0 if int_attr(consumer, "transB", 0) else 1
-                    channels = x_const.shape[want_axis]
-                else:  # MatMul with a [K, N] weight
-                    want_axis, channels = x_const.ndim - 1, x_const.shape[-1]
+                want_axis = weight_axis(consumer, x_const.ndim)
+                channels = x_const.shape[want_axis]
                 if idx != 1:
                     problems.append(f"{label}: a constant weight enters {clabel} as input {idx}, expected input 1")
                 elif scale.size == 1:

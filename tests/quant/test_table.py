@@ -4,7 +4,8 @@ import struct
 
 import pytest
 
-from edgevit.calib_table import (
+from edgevit.errors import ArtifactError
+from edgevit.quant.table import (
     CalibrationTable,
     TensorRange,
     float_to_hex,
@@ -12,7 +13,6 @@ from edgevit.calib_table import (
     read_trt_cache,
     table_paths,
 )
-from edgevit.errors import ArtifactError
 
 
 def make_table() -> CalibrationTable:

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from edgevit.artifacts import ArtifactInfo, read_json, sha256_file, write_json_atomic
-from edgevit.engine.device import DeviceInfo
 from edgevit.errors import ArtifactError
+from edgevit.trt.device import DeviceInfo
 
 MANIFEST_FORMAT = "edgevit-engine/1"
 
