@@ -89,6 +89,47 @@ def test_rule_checker_catches_onnx_runtime_default_quantization(nano_artifacts, 
     assert "Q/DQ belong only on MatMul/Gemm/Conv inputs" in text
 
 
+def test_rule_checker_tells_tensorrt_rules_from_edgevits_policy(nano_artifacts, tmp_path, digits):
+    """ONNX Runtime's TensorRT recipe keeps FP32 weights behind their own per-channel Q/DQ
+    pairs: TensorRT accepts that (no rule broken); edgevit's policy (INT8 weights) notes it."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    from edgevit.quant.rules import check_qdq
+
+    info = read_onnx_info(nano_artifacts.fp32_onnx)
+    batches = iter([{"images": info.preprocess(digits.train.images[:32])}])
+
+    class Reader:
+        def get_next(self):
+            return next(batches, None)
+
+    out = tmp_path / "ort_trt.onnx"
+    quantize_static(
+        str(nano_artifacts.fp32_onnx),
+        str(out),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        op_types_to_quantize=["MatMul", "Gemm", "Conv"],
+        per_channel=True,
+        activation_type=QuantType.QInt8,
+        weight_type=QuantType.QInt8,
+        calibrate_method=CalibrationMethod.MinMax,
+        extra_options={
+            "ActivationSymmetric": True,
+            "WeightSymmetric": True,
+            "QuantizeBias": False,
+            "AddQDQPairToWeight": True,
+            "DedicatedQDQPair": True,
+            "OpTypesToExcludeOutputQuantization": ["MatMul", "Gemm", "Conv"],
+            "QDQOpTypePerChannelSupportToAxis": {"MatMul": 1},
+        },
+    )
+    found = check_qdq(onnx.load(str(out)))
+    assert found.tensorrt == []
+    assert found.policy and all("stored in FP32 behind Q/DQ" in p for p in found.policy)
+    assert check_qdq(onnx.load(str(nano_artifacts.int8_onnx))).all == []
+
+
 def test_int8_keeps_accuracy_on_the_nano_model(nano_artifacts, digits):
     with runtime.load(nano_artifacts.fp32_onnx) as ref, runtime.load(nano_artifacts.int8_onnx) as q:
         a = ref.logits(digits.test.images)
