@@ -20,6 +20,25 @@ from edgevit.quant.config import QuantizeConfig
 from edgevit.quant.table import CalibrationTable, TensorRange
 
 
+def known_ranges(model: Any, preprocess: Any, result: Any) -> dict[str, tuple[float, str]]:
+    """Tensor -> (symmetric bound, how) for the tensors whose range needs no clipping search:
+    the graph input (exactly what the preprocessing can produce from uint8 pixels) and the
+    outputs of Softmax (probabilities: their largest values carry the attention; percentile,
+    entropy and mse would clip them), including their value-preserving reshapes."""
+    out: dict[str, tuple[float, str]] = {}
+    mean, std = np.asarray(preprocess.mean, np.float64), np.asarray(preprocess.std, np.float64)
+    lo, hi = (0.0 - mean) / std, (1.0 - mean) / std
+    input_name = model.graph.input[0].name
+    out[input_name] = (float(max(np.abs(lo).max(), np.abs(hi).max())), "input")
+    for n in model.graph.node:
+        if n.op_type == "Softmax" and n.output[0] in result.stats:
+            out[n.output[0]] = (float(min(1.0, result.stats[n.output[0]].amax)), "softmax")
+    for alias, root in result.aliases.items():
+        if root in out:
+            out[alias] = out[root]
+    return {k: v for k, v in out.items() if k in result.stats or k in result.aliases}
+
+
 def check_images(images: np.ndarray, source: str = "calibration set") -> None:
     """Refuse images with NaN/Inf, naming the first offending image."""
     if np.issubdtype(images.dtype, np.floating):
@@ -132,26 +151,37 @@ def calibrate(
     candidates = {n: result.get(n).candidates(cfg.percentile) for n in names}
     chosen_method = {n: ("entropy" if cfg.method == "auto" else cfg.method) for n in names}
     amax = {n: candidates[n][chosen_method[n]] for n in names}
+    # tensors whose range is known by construction take it whatever the method: clipping them
+    # only loses the values that matter most (the network input's bright pixels, the largest
+    # attention probabilities)
+    known = known_ranges(model, info.preprocess, result)
+    for n, (bound, _) in known.items():
+        candidates[n] = dict.fromkeys(candidates[n], bound)
+        amax[n] = bound
     settings = cfg.settings()
     settings["calibration_batch"] = batch
     if cfg.method == "auto":
-        from edgevit.quant.probe import FakeQuantProbe
-        from edgevit.quant.sensitivity import auto_ranges
+        from edgevit.quant.layer_error import choose, layer_errors
 
-        probe_model = onnx.ModelProto()
-        probe_model.CopyFrom(model)
-        if "bias_correction" in transforms:
-            prepare_model(probe_model, {"bias_correction": transforms["bias_correction"]})
-        probe = FakeQuantProbe(probe_model, cfg.op_types, threads=cfg.threads)
+        # every tensor starts at percentile (the default's bound); a MatMul/Gemm input moves to
+        # the candidate that least changes its reader's output (see edgevit.quant.layer_error)
+        for n in names:
+            chosen_method[n] = "percentile"
+            amax[n] = candidates[n]["percentile"]
+        search = {t: c for t, c in candidates.items() if t in consumers_of and t not in known}
         sub = images[: cfg.auto_images]
-        x = info.preprocess(sub)
-        auto_amax, auto_method = auto_ranges(
-            probe, x, {t: candidates[t] for t in probe.activations}, progress=progress_bar(progress, "auto ranges")
+        errors = layer_errors(
+            model,
+            progress_bar(progress, "auto ranges", -(-len(sub) // batch))(iter_batches(sub, info.preprocess, batch)),
+            search,
+            cfg.op_types,
+            threads=cfg.threads,
         )
-        amax.update(auto_amax)
-        chosen_method.update(auto_method)
-        settings["auto_evaluations"] = probe.evaluations
+        for t, method in choose(errors, prefer="percentile").items():
+            chosen_method[t], amax[t] = method, candidates[t][method]
+        settings["auto"] = "per tensor, the bound that least changes its reader's output (layer output error)"
         settings["auto_images_used"] = len(sub)
+    chosen_method.update((n, how) for n, (_, how) in known.items())
     tensors: dict[str, TensorRange] = {}
     for name in names:
         st = result.get(name)

@@ -25,7 +25,9 @@ class QuantizeConfig:
         method: ``max`` (observed absolute maximum), ``percentile`` (clip the tail of
             the absolute-value histogram), ``entropy`` (KL-divergence threshold), ``mse``
             (minimum expected squared error) or ``auto`` (per tensor, the one of these
-            bounds that least disturbs the model output). All come from one pass.
+            bounds that least changes the output of the layer reading it). All come from one
+            pass. Whatever the method, the network input keeps the range the preprocessing can
+            produce and Softmax outputs their observed maximum (ranges known by construction).
         percentile: for ``percentile``: the share of |values| kept unclipped.
         num_bins: histogram bins per tensor (default 2048, for every method).
         num_images: calibration images, drawn from the training split (never val/test);
@@ -41,7 +43,7 @@ class QuantizeConfig:
             fall back to floating point; None: everything INT8.
         min_agreement: smallest top-1 agreement (percent) the fallback must keep; None: no gate.
         holdout_images: held-out training images for the sensitivity scan.
-        auto_images: calibration images on which ``auto`` compares bounds.
+        auto_images: calibration images on which ``auto`` compares bounds (one forward pass).
         batch_bytes: byte budget of one calibration batch's intermediate tensors.
         threads: ONNX Runtime threads for calibration (None: all cores).
     """
@@ -59,7 +61,7 @@ class QuantizeConfig:
     budget: float | None = None
     min_agreement: float | None = None
     holdout_images: int = 256
-    auto_images: int = 128  # enough to rank bounds; each candidate costs one pass over them
+    auto_images: int = 128  # enough to rank bounds; one forward pass plus a few matmuls per candidate
     batch_bytes: int = 512 << 20  # keeps the tiny preset's calibration well under 3 GB
     threads: int | None = None
 

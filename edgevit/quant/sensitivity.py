@@ -1,6 +1,6 @@
-"""Searches on the simulated INT8 model (:class:`~edgevit.quant.probe.FakeQuantProbe`):
-per-tensor range choice (``--method auto``), the per-layer sensitivity scan, and the
-mixed-precision fallback that meets an accuracy budget (``--budget``)."""
+"""Searches on the simulated INT8 model (:class:`~edgevit.quant.probe.FakeQuantProbe`): the
+per-layer sensitivity scan, and the mixed-precision fallback that meets an accuracy budget
+(``--budget``)."""
 
 from __future__ import annotations
 
@@ -22,45 +22,6 @@ from edgevit.quant.table import CalibrationTable
 
 def mean_kl(ref: np.ndarray, cand: np.ndarray) -> float:
     return compare_logits(ref, cand)["mean_kl"]
-
-
-def auto_ranges(
-    probe: FakeQuantProbe,
-    x: np.ndarray,
-    candidates: dict[str, dict[str, float]],
-    start: str = "mse",
-    progress: Callable[[Iterable[Any]], Iterable[Any]] | None = None,
-) -> tuple[dict[str, float], dict[str, str]]:
-    """Per activation tensor, the candidate bound minimizing KL at the model output.
-
-    One greedy sweep in graph order: every tensor starts at the single method (``start``
-    on ties) that is best for all tensors at once; each one in turn
-    tries the other methods' bounds with all the others quantized, and keeps the best.
-    Returns tensor -> amax and tensor -> chosen method.
-    """
-    ref = probe.float_logits(x)
-    # start from the best single method for every tensor, so auto is never worse than it
-    best, amax, chosen = float("inf"), {}, {}
-    for method in dict.fromkeys([start, *next(iter(candidates.values()), {})]):
-        trial = {t: candidates[t][method] for t in probe.activations}
-        kl = mean_kl(ref, probe.logits(x, trial))
-        if kl < best:
-            best, amax, chosen = kl, trial, {t: method for t in probe.activations}
-    tensors: Iterable[str] = probe.activations
-    if progress is not None:
-        tensors = progress(tensors)
-    for t in tensors:
-        tried = {round(amax[t], 6)}
-        for method, value in candidates[t].items():
-            if round(value, 6) in tried or value <= 0:
-                continue
-            tried.add(round(value, 6))
-            trial = dict(amax)
-            trial[t] = value
-            kl = mean_kl(ref, probe.logits(x, trial))
-            if kl < best - 1e-12:
-                best, amax, chosen[t] = kl, trial, method
-    return amax, chosen
 
 
 @dataclass

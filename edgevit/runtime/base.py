@@ -1,9 +1,11 @@
 """The backend-independent half of the runtime: a :class:`Model` that preprocesses,
 batches and post-processes, on top of a :class:`Runner` that only runs tensors.
 
-Runners follow Polygraphy's protocol: ``infer({input_name: array}) -> [arrays]``, and
-they are context managers. Anything that implements it (ONNX Runtime, TensorRT, a test
-double) gets the same ``predict`` API.
+Runners take a feed dict as Polygraphy's runners do, but return a list: ``infer({input_name:
+array}) -> [arrays]``, one per name in ``output_names`` (Polygraphy returns a name -> array
+dict; a classifier has one output, so the list saves a lookup per call). They are context
+managers. Anything that implements this (ONNX Runtime, OpenVINO, TensorRT, a test double)
+gets the same ``predict`` API.
 """
 
 from __future__ import annotations

@@ -102,13 +102,72 @@ def test_auto_records_its_choice_per_tensor(nano_artifacts, digits, tmp_path):
     quantized = {n: r for n, r in table.tensors.items() if r.quantized}
     assert table.method == "auto" and len(quantized) >= 20
     for r in table.tensors.values():
-        assert r.method in RANGE_METHODS
+        assert r.method in (*RANGE_METHODS, "input", "softmax")
         assert r.candidates is not None and set(r.candidates) == set(RANGE_METHODS)
-        assert r.amax == pytest.approx(r.candidates[r.method])
-    assert table.settings["auto_evaluations"] > len(quantized)
+        assert r.amax == pytest.approx(r.candidates.get(r.method, r.amax))
+    assert table.settings["auto_images_used"] == 32 and "layer output error" in table.settings["auto"]
+    # the matmul inputs moved off percentile where another bound disturbs their layer less
+    assert len({r.method for r in quantized.values()}) >= 2
     table.save(tmp_path / "t.json")
     again = CalibrationTable.load(tmp_path / "t.json")
     assert again.tensors == table.tensors and again.transforms == table.transforms
+
+
+def test_layer_errors_are_the_change_of_the_readers_output():
+    """auto's measure: for a Linear, the squared change of x @ W_int8 when x is rounded with a
+    bound; for an attention matmul, of a @ b when one input is rounded."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgevit.quant.graph import weight_fake_quant
+    from edgevit.quant.layer_error import choose, fake_quant, layer_errors
+
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((4, 3)).astype(np.float32)
+    g = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["x", "w"], ["h"], name="fc"),
+            helper.make_node("MatMul", ["h", "hT"], ["y"], name="attn"),
+            helper.make_node("Transpose", ["h"], ["hT"], perm=[0, 2, 1]),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 5, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", 5, 5])],
+        [numpy_helper.from_array(w, "w")],
+    )
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    x = rng.standard_normal((2, 5, 4)).astype(np.float32)
+    x[0, 0, 0] = 9.0  # an outlier: the max bound rounds everything else coarsely
+    cand = {"x": {"max": 9.0, "percentile": 2.0}, "h": {"max": 5.0, "percentile": 1.0}}
+    errors = layer_errors(model, [x], cand)
+    wq = weight_fake_quant(w, 1)
+    for method, bound in cand["x"].items():
+        want = np.sum(((fake_quant(x, bound) - x).reshape(-1, 4) @ wq).astype(np.float64) ** 2)
+        assert errors["x"][method] == pytest.approx(want, rel=1e-5)
+    h = x @ w
+    for method, bound in cand["h"].items():
+        want = np.sum(np.matmul(fake_quant(h, bound) - h, h.transpose(0, 2, 1)).astype(np.float64) ** 2)
+        assert errors["h"][method] == pytest.approx(want, rel=1e-4)
+    assert choose(errors, prefer="percentile")["x"] == min(errors["x"], key=errors["x"].get)
+
+
+def test_known_ranges_are_never_clipped(nano_artifacts, digits):
+    """The network input keeps the whole range the preprocessing can produce and the Softmax
+    outputs their observed maximum, whatever the method (percentile 50 would clip both)."""
+    from edgevit.artifacts import read_onnx_info
+
+    info = read_onnx_info(nano_artifacts.fp32_onnx)
+    cfg = QuantizeConfig(method="percentile", percentile=50.0, num_images=64, smoothquant=False)
+    table = calibrate(nano_artifacts.fp32_onnx, digits.train.images[:64], info, cfg, "digits:train", progress=False)
+    pre = info.preprocess
+    bound = max(abs((0 - m) / s) for m, s in zip(pre.mean, pre.std, strict=True))
+    bound = max(bound, max(abs((1 - m) / s) for m, s in zip(pre.mean, pre.std, strict=True)))
+    assert table.tensors["images"].amax == pytest.approx(bound) and table.tensors["images"].method == "input"
+    softmax = [r for r in table.tensors.values() if r.method == "softmax"]
+    assert len(softmax) == info.model_config.depth
+    for r in softmax:
+        assert r.amax == pytest.approx(r.max) and 0.5 < r.amax <= 1.0
+    others = [r for r in table.tensors.values() if r.quantized and r.method == "percentile"]
+    assert others and all(r.amax < max(abs(r.min), abs(r.max)) for r in others)
 
 
 def test_old_tables_still_load(tmp_path):
