@@ -27,11 +27,11 @@ from typing import Any
 import numpy as np
 
 from edgevit.artifacts import atomic_output
+from edgevit.engine.options import DEFAULT_FP32_OPS
 from edgevit.errors import ArtifactError, BackendError, QuantizationError
 
 FP16_MAX = 65504.0
 FP16_MIN_SUBNORMAL = 2.0**-24
-DEFAULT_FP32_OPS = ("LayerNormalization", "Softmax")
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 QDQ_MIN_OPSET = 19  # QuantizeLinear/DequantizeLinear accept float16 scales from opset 19
 CAST_SUFFIX_16 = "__fp16"
@@ -64,7 +64,7 @@ class Fp16Report:
         return d
 
 
-def _import_onnx() -> Any:
+def import_onnx() -> Any:
     try:
         import onnx
 
@@ -91,7 +91,7 @@ def convert_to_fp16(
     Raises:
         QuantizationError: a weight or a calibrated range does not fit FP16.
     """
-    onnx = _import_onnx()
+    onnx = import_onnx()
     from onnx import TensorProto, helper, numpy_helper
 
     FLOAT, FLOAT16 = TensorProto.FLOAT, TensorProto.FLOAT16
@@ -280,7 +280,7 @@ def convert_file(
     ranges: Mapping[str, float] | None = None,
 ) -> Fp16Report:
     """Convert ``src`` to FP16 and write it to ``dst`` atomically (metadata carried over)."""
-    onnx = _import_onnx()
+    onnx = import_onnx()
     src = Path(src)
     try:
         model = onnx.load(str(src))

@@ -20,7 +20,7 @@ import numpy as np
 
 from edgevit.errors import ArtifactError, BackendError, InputError
 from edgevit.runtime.base import Model
-from edgevit.trt.cudart import check, import_cudart
+from edgevit.trt.cudart import check, import_cudart, stream_handle
 from edgevit.trt.device import detect_device
 from edgevit.trt.manifest import Manifest, check_compatible, load_manifest
 from edgevit.trt.trtapi import import_tensorrt, make_logger
@@ -60,7 +60,7 @@ class TensorRTRunner:
     """Runs a deserialized TensorRT engine (TensorRT 8.5+ tensor API).
 
     Args:
-        path: the plan file.
+        path: the engine file.
         manifest: its manifest (already checked against this device).
         trt, cudart: the modules to use (tests inject doubles); imported when None.
     """
@@ -80,8 +80,8 @@ class TensorRTRunner:
         self.engine: Any = None
         self._logger = make_logger(trt, "ERROR")
         self.runtime = trt.Runtime(self._logger.trt_logger)
-        plan = self.path.read_bytes()
-        self.engine = self.runtime.deserialize_cuda_engine(plan)
+        serialized = self.path.read_bytes()
+        self.engine = self.runtime.deserialize_cuda_engine(serialized)
         if self.engine is None:
             raise ArtifactError(
                 f"TensorRT could not deserialize {self.path} ({self._logger.last_error() or 'no message'}); "
@@ -107,10 +107,7 @@ class TensorRTRunner:
             raise ArtifactError(
                 f"{self.path} input is {self.input_name!r} but its manifest says {manifest.input_spec.name!r}"
             )
-        if hasattr(engine, "get_tensor_profile_shape"):  # TensorRT 8.5+
-            mins, _opt, maxs = engine.get_tensor_profile_shape(self.input_name, 0)
-        else:  # pragma: no cover - older 8.x bindings: the binding-name form
-            mins, _opt, maxs = engine.get_profile_shape(0, self.input_name)
+        mins, _opt, maxs = engine.get_tensor_profile_shape(self.input_name, 0)  # TensorRT 8.5+
         self.min_shape = tuple(int(d) for d in mins)
         self.max_shape = tuple(int(d) for d in maxs)
         self.min_batch = self.min_shape[0]
@@ -197,11 +194,7 @@ class TensorRTRunner:
         return [out.host[:ocount].reshape(oshape)[:n].astype(np.float32, copy=True) for out, oshape, ocount in shapes]
 
     def _stream_handle(self) -> int:
-        s = self._stream
-        try:
-            return int(s)
-        except TypeError:  # cuda-python stream objects expose getPtr()
-            return int(s.getPtr())
+        return stream_handle(self._stream)
 
     def close(self) -> None:
         errors = []
@@ -232,10 +225,10 @@ class TensorRTRunner:
 
 
 def load_engine(path: str | Path, batch_size: int = 32, device_index: int = 0) -> Model:
-    """Load ``path`` (a plan with its manifest beside it) as a :class:`Model`.
+    """Load ``path`` (an engine with its manifest beside it) as a :class:`Model`.
 
     Raises:
-        ArtifactError: missing or mismatched manifest, truncated plan, or a plan built for
+        ArtifactError: missing or mismatched manifest, truncated engine, or an engine built for
             another TensorRT version or GPU (the message says how to rebuild).
         BackendError: TensorRT or cuda-python missing, or no CUDA device.
     """

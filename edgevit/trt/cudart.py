@@ -1,5 +1,10 @@
 """cuda-python's runtime API (``cuda.bindings.runtime``, or ``cuda.cudart`` before
-cuda-python 12.6), with every returned error code checked."""
+cuda-python 12.6), with every returned error code checked.
+
+Which cuda-python a JetPack needs (PyPI, aarch64 wheels): the CUDA major version of the
+device's driver, and for JetPack 6 the minor of its CUDA. cuda-python 13 on a CUDA 12 driver
+fails at the first CUDA call (cudaErrorInsufficientDriver, error 35).
+"""
 
 from __future__ import annotations
 
@@ -8,10 +13,18 @@ from typing import Any
 
 from edgevit.errors import BackendError
 
+# JetPack -> the cuda-python pin pyproject's extras install (checked by .ci/check-jetpack-deps).
+CUDA_PYTHON_PINS: dict[str, str] = {
+    "5": "cuda-python==11.8.*",  # CUDA 11.4, Python 3.8: 11.8.2 is the newest cp38 aarch64 wheel of 11.x
+    "6.0": "cuda-python>=12.2,<12.3",  # CUDA 12.2
+    "6.1": "cuda-python>=12.6,<12.7",  # CUDA 12.6 (6.1 and 6.2)
+    "7": "cuda-python>=13.0,<13.1",  # CUDA 13.0 (JetPack 7.2 has 13.2: an older minor runs on a newer driver)
+}
+
 CUDA_PYTHON_HINT = (
-    "install cuda-python with the CUDA major version of the device "
-    "(JetPack 5: `pip install 'cuda-python>=11.4,<12'`, JetPack 6: `'cuda-python>=12,<13'`, "
-    "JetPack 7: `'cuda-python>=13'`)"
+    "install the cuda-python of the device's CUDA: `pip install 'edgevit[jetpack5]'` (CUDA 11.4), "
+    "`[jetpack60]` (CUDA 12.2), `[jetpack61]` (6.1/6.2, CUDA 12.6) or `[jetpack7]` (CUDA 13); "
+    "cuda-python 13 on a CUDA 12 driver fails with error 35"
 )
 
 
@@ -42,10 +55,46 @@ def check(result: Any, what: str) -> Any:
     code = int(getattr(err, "value", err))
     if code != 0:
         name = getattr(err, "name", str(err))
-        raise BackendError(f"CUDA call {what} failed: {name} ({_error_string(err)})")
+        hint = f"; {CUDA_PYTHON_HINT}" if code == 35 else ""  # cudaErrorInsufficientDriver
+        raise BackendError(f"CUDA call {what} failed: {name} ({_error_string(err)}){hint}")
     if not values:
         return None
     return values[0] if len(values) == 1 else values
+
+
+def stream_handle(stream: Any) -> int:
+    """The ``cudaStream_t`` value ``execute_async_v3`` wants, as an int.
+
+    cuda-python's ``cudaStream_t`` converts with ``int()`` (``__int__`` returns the handle).
+    Its ``getPtr()`` is *not* a fallback: it returns the address of the Python object's storage
+    of the handle, and TensorRT would enqueue on a garbage stream.
+    """
+    try:
+        return int(stream)
+    except (TypeError, ValueError) as exc:
+        raise BackendError(
+            f"cannot read the CUDA stream handle from {type(stream).__name__} ({exc}); {CUDA_PYTHON_HINT}"
+        ) from exc
+
+
+def version_text(number: int) -> str:
+    """CUDA's integer version (``12060``) as ``"12.6"``."""
+    number = int(number)
+    return f"{number // 1000}.{(number % 1000) // 10}" if number > 0 else ""
+
+
+def cuda_python_version() -> str:
+    """The installed cuda-python (or cuda-bindings) version, "" when unknown."""
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+    except ImportError:  # pragma: no cover - Python < 3.8
+        return ""
+    for dist in ("cuda-python", "cuda-bindings"):
+        try:
+            return version(dist)
+        except PackageNotFoundError:
+            continue
+    return ""
 
 
 def _error_string(err: Any) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from edgevit.errors import BackendError, InputError
+from edgevit.trt.trtapi import TrtVersion
 
 # L4T release -> JetPack release (NVIDIA's JetPack archive). Longest prefix wins.
 L4T_TO_JETPACK: dict[str, str] = {
@@ -66,13 +67,17 @@ class JetsonInfo:
 
 @dataclass(frozen=True)
 class DeviceInfo:
-    """The GPU a plan is built for or run on."""
+    """The GPU an engine is built for or run on."""
 
     gpu_name: str
     compute_capability: str  # "8.7"
     jetson: JetsonInfo | None = None
-    cuda_runtime: str = ""
+    # The CUDA version the device's driver supports (cudaDriverGetVersion): 11.4 on JetPack 5,
+    # 12.2 / 12.6 on JetPack 6, 13.x on JetPack 7. cudaRuntimeGetVersion would report the CUDA
+    # cuda-python was built with (its cudart is its own), not the device's.
+    cuda_driver: str = ""
     dla_cores: int | None = None  # from TensorRT's builder when known
+    cuda_python: str = ""  # the cuda-python package version
 
     @property
     def cc_tuple(self) -> tuple[int, int]:
@@ -109,8 +114,9 @@ class DeviceInfo:
             gpu_name=str(d["gpu_name"]),
             compute_capability=str(d["compute_capability"]),
             jetson=JetsonInfo(**j) if j else None,
-            cuda_runtime=str(d.get("cuda_runtime", "")),
+            cuda_driver=str(d.get("cuda_driver", "")),  # manifests before 2026-12 had only "cuda_runtime"
             dla_cores=d.get("dla_cores"),
+            cuda_python=str(d.get("cuda_python", "")),
         )
 
     def describe(self) -> str:
@@ -159,7 +165,7 @@ def detect_device(index: int = 0, root: str | Path = "/") -> DeviceInfo:
     Raises:
         BackendError: cuda-python is missing or no CUDA device is usable.
     """
-    from edgevit.trt.cudart import check, import_cudart
+    from edgevit.trt.cudart import check, cuda_python_version, import_cudart, version_text
 
     cudart = import_cudart()
     count = check(cudart.cudaGetDeviceCount(), "cudaGetDeviceCount")
@@ -167,20 +173,20 @@ def detect_device(index: int = 0, root: str | Path = "/") -> DeviceInfo:
         raise BackendError(f"CUDA device {index} does not exist (found {count or 0}); TensorRT needs an NVIDIA GPU")
     props = check(cudart.cudaGetDeviceProperties(index), "cudaGetDeviceProperties")
     name = props.name
-    if isinstance(name, bytes | bytearray):
+    if isinstance(name, (bytes, bytearray)):
         name = bytes(name).split(b"\x00", 1)[0].decode("utf-8", "replace")
-    rt = check(cudart.cudaRuntimeGetVersion(), "cudaRuntimeGetVersion")
-    rt_text = f"{int(rt) // 1000}.{(int(rt) % 1000) // 10}" if rt else ""
+    driver = check(cudart.cudaDriverGetVersion(), "cudaDriverGetVersion")
     return DeviceInfo(
         gpu_name=str(name).strip(),
         compute_capability=f"{int(props.major)}.{int(props.minor)}",
         jetson=read_jetson_info(root),
-        cuda_runtime=rt_text,
+        cuda_driver=version_text(int(driver or 0)),
+        cuda_python=cuda_python_version(),
     )
 
 
-def check_request(device: DeviceInfo, precision: str, dla_core: int | None, trt_version: Any) -> None:
-    """Refuse what the device (or this TensorRT) cannot do. ``trt_version`` is a TrtVersion."""
+def check_request(device: DeviceInfo, precision: str, dla_core: int | None, trt_version: TrtVersion) -> None:
+    """Refuse what the device (or this TensorRT) cannot do."""
     where = device.describe()
     if precision in ("int8", "best") and not device.has_int8:
         alt = "--precision fp16" if device.has_fp16 else "--precision fp32"
@@ -194,8 +200,9 @@ def check_request(device: DeviceInfo, precision: str, dla_core: int | None, trt_
         return
     if dla_core < 0:
         raise InputError(f"--dla-core must be 0 or more, got {dla_core}")
-    if not trt_version.has_dla:
-        raise BackendError(f"{trt_version} cannot build for DLA (removed in TensorRT 11); drop --dla-core")
+    refusal = trt_version.dla_refusal(device.jetson.model if device.jetson else device.gpu_name)
+    if refusal:
+        raise BackendError(f"{refusal}; drop --dla-core")
     if not device.dla_possible:
         raise BackendError(f"{where} has no DLA (only Xavier, AGX Orin and Orin NX do); drop --dla-core")
     if device.dla_cores is not None and dla_core >= device.dla_cores:

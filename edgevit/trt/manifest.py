@@ -1,6 +1,6 @@
 """The JSON manifest written next to every engine, and the checks made before running one.
 
-A TensorRT plan runs only on the TensorRT version and GPU (compute capability) it was built
+A TensorRT engine runs only on the TensorRT version and GPU (compute capability) it was built
 with. The manifest records both, plus everything the runtime needs to rebuild a
 :class:`~edgevit.runtime.base.Model` without the ONNX (preprocessing, class names: the
 source's ``ArtifactInfo``), the build settings and a ready-to-paste rebuild command.
@@ -50,8 +50,10 @@ class Manifest:
     source_onnx: str
     source_sha256: str
     artifact: ArtifactInfo
-    built_from: str = ""  # the ONNX actually parsed (an FP16 conversion, or the FP32 ONNX for implicit INT8)
-    calib_cache: str = ""
+    built_from: str = ""  # the ONNX actually parsed (the source, or its FP16 / LayerNorm-decomposed form)
+    calib_cache: str = (
+        ""  # implicit INT8: the cache given; the one TensorRT read (its header retagged) is beside the engine
+    )
     dla_core: int | None = None
     build_seconds: float = 0.0
     built_at: str = ""  # UTC ISO 8601
@@ -60,6 +62,8 @@ class Manifest:
     precision_check: str = ""
     fp16_conversion: dict[str, Any] = field(default_factory=dict)
     rebuild_command: str = ""
+    trtexec_command: str = ""  # the same build with trtexec, on files that exist beside the engine
+    dla: dict[str, Any] = field(default_factory=dict)  # what runs on DLA (network layers, builder log, inspector)
     edgevit_version: str = ""
 
     @property
@@ -96,7 +100,7 @@ class Manifest:
 
 
 def load_manifest(engine_path: str | Path) -> Manifest:
-    """Read the manifest beside ``engine_path`` and check the plan is the one it describes."""
+    """Read the manifest beside ``engine_path`` and check the engine file is the one it describes."""
     engine_path = Path(engine_path)
     mpath = manifest_path(engine_path)
     if not engine_path.is_file():
@@ -112,7 +116,7 @@ def load_manifest(engine_path: str | Path) -> Manifest:
     if size != manifest.engine_bytes:
         raise ArtifactError(
             f"engine {engine_path} is {size} bytes but its manifest says {manifest.engine_bytes}: "
-            "the plan is truncated "
+            "the engine file is truncated "
             f"or was replaced; rebuild it: {manifest.rebuild_command or 'edgevit build <model.onnx>'}"
         )
     if sha256_file(engine_path) != manifest.engine_sha256:
@@ -134,7 +138,7 @@ def check_compatible(manifest: Manifest, trt_version: str, device: DeviceInfo, e
     if _norm_version(manifest.tensorrt_version) != _norm_version(trt_version):
         raise ArtifactError(
             f"{engine_path} was built with TensorRT {manifest.tensorrt_version} but this is TensorRT {trt_version}; "
-            f"plans are not portable across versions: rebuild on this device: {how}"
+            f"engines are not portable across versions: rebuild on this device: {how}"
         )
     if manifest.device.compute_capability != device.compute_capability:
         raise ArtifactError(

@@ -1,11 +1,13 @@
 """TensorRT's own ONNX parser and builder on every ONNX variant the pipeline produces.
 
 These tests use ``tensorrt-rtx`` (TensorRT for RTX, from PyPI), which parses ONNX with the
-same ONNX parser as TensorRT and builds plans on a CPU-only machine. **They prove the
-graph, not the device engine**: that TensorRT accepts our FP32, FP16 and INT8 Q/DQ graphs
-and can build a strongly typed plan from them. They do not run the plan (no GPU), do not
-target a Jetson, and do not exercise TensorRT 8.5/10.x builder flags or implicit INT8;
-the ``gpu`` tests in ``tests/runtime/test_trt_backend.py`` do that on a device.
+same ONNX parser as TensorRT and builds engines on a CPU-only machine. **They prove the
+graph, not the device engine**: that TensorRT accepts our FP32, FP16, INT8 Q/DQ and
+LayerNorm-decomposed graphs and can build from them, and that the builder-flags branch's
+config, profile, timing cache and FP32 layer selection work on real TensorRT objects (its
+precision flags and layer pins do not exist in TensorRT-RTX: tests/engine/test_engine_versions.py
+runs those against each release's API). They do not run the engine (no GPU) and do not
+target a Jetson; the ``gpu`` tests in ``tests/runtime/test_trt_backend.py`` do that on a device.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from edgevit.engine.builder import BuildOptions, build_engine
+from edgevit.engine.build import build_engine
+from edgevit.engine.options import BuildOptions
 from edgevit.errors import ArtifactError, QuantizationError
 from edgevit.trt.manifest import load_manifest, manifest_path
 
@@ -36,10 +39,10 @@ def _build(src: Path, precision: str, engines: Path, write: bool = True, **kw: o
 
 
 def _check_result(result, variants: SimpleNamespace, precision: str) -> None:
-    assert result.plan.mode == "strongly-typed"  # TensorRT-RTX, like TensorRT 11, has no weak typing
-    assert result.plan_bytes > 10_000
+    assert result.setup.mode == "strongly-typed"  # TensorRT-RTX, like TensorRT 11, has no weak typing
+    assert result.engine_size > 10_000
     assert result.engine is not None and result.engine.is_file()
-    m = load_manifest(result.engine)  # sha256 and size match the plan written
+    m = load_manifest(result.engine)  # sha256 and size match the engine written
     assert m.precision == precision
     assert m.tensorrt_module == "tensorrt_rtx"
     assert [t.name for t in m.io] == ["images", "logits"]
@@ -55,7 +58,7 @@ def _check_result(result, variants: SimpleNamespace, precision: str) -> None:
 def test_nano_variants_parse_and_build(
     nano_variants: SimpleNamespace, tmp_path: Path, source: str, precision: str
 ) -> None:
-    """nano FP32 / FP16 / INT8 Q/DQ / INT8+FP16: TensorRT's parser accepts the graph and a plan builds."""
+    """nano FP32 / FP16 / INT8 Q/DQ / INT8+FP16: TensorRT's parser accepts the graph and an engine builds."""
     src = nano_variants.fp32_onnx if source == "fp32" else nano_variants.int8_onnx
     result = _build(src, precision, tmp_path / "engines")
     _check_result(result, nano_variants, precision)
@@ -101,7 +104,7 @@ def test_static_qdq_check_runs_before_the_parser(tmp_path: Path) -> None:
 def test_dry_build_writes_nothing(nano_variants: SimpleNamespace, tmp_path: Path) -> None:
     engines = tmp_path / "engines"
     result = _build(nano_variants.int8_onnx, "int8", engines, write=False)
-    assert result.engine is None and result.plan_bytes > 0
+    assert result.engine is None and result.engine_size > 0
     assert not engines.exists() or not any(engines.rglob("*.engine"))
 
 
@@ -121,6 +124,7 @@ def test_manifest_carries_source_facts(nano_variants: SimpleNamespace, tmp_path:
     }
     assert data["build_mode"] == "strongly-typed" and data["built_at"].endswith("+00:00")
     assert "edgevit build" in data["rebuild_command"] and "--precision best" in data["rebuild_command"]
+    assert "--batch-profile 1:8:32" in data["rebuild_command"]
 
 
 def _bad_qdq_model(path: Path, zero_point: int, int32_bias: bool = False) -> Path:
@@ -173,3 +177,64 @@ def _bad_qdq_model(path: Path, zero_point: int, int32_bias: bool = False) -> Pat
         entry.key, entry.value = key, value
     onnx.save(model, str(path))
     return path
+
+
+@pytest.mark.parametrize("source", ["fp32", "int8"])
+def test_layernorm_decomposed_graph_parses_and_builds(
+    nano_variants: SimpleNamespace, tmp_path: Path, source: str
+) -> None:
+    """What TensorRT 8.5 gets: TensorRT's parser reads the decomposed graph and an engine builds from it."""
+    import onnx
+
+    from edgevit.engine.decompose import decompose_layernorm, is_decomposed
+
+    src = nano_variants.fp32_onnx if source == "fp32" else nano_variants.int8_onnx
+    model, count = decompose_layernorm(onnx.load(str(src)))
+    assert count == 9
+    dst = tmp_path / f"{src.stem}.ln-decomposed.onnx"
+    onnx.save(model, str(dst))
+    result = _build(dst, "fp32" if source == "fp32" else "int8", tmp_path / "engines", write=False)
+    assert result.engine_size > 10_000
+    assert any(is_decomposed(n.name) for n in model.graph.node)
+
+
+@pytest.mark.filterwarnings("ignore:Use Deprecated in TensorRT-RTX")
+@pytest.mark.parametrize("decomposed", [False, True])
+def test_builder_flags_branch_on_real_tensorrt_objects(
+    nano_variants: SimpleNamespace, tmp_path: Path, decomposed: bool
+) -> None:
+    """The builder-flags branch (config, profile, timing cache, FP32 layer choice) on TensorRT-RTX's own objects.
+
+    TensorRT names each layer after its ONNX node: the FP32 layers chosen from the parsed network
+    are exactly the nodes trtexec's --layerPrecisions names (LayerNorm, or its decomposition, and Softmax).
+    """
+    import onnx
+    import tensorrt_rtx as trt
+
+    from edgevit.engine.decompose import decompose_layernorm
+    from edgevit.engine.modes import BuildSetup
+    from edgevit.engine.network import NetworkJob, configure, fp32_layers, parse_network
+    from edgevit.engine.prepare import fp32_node_names
+    from edgevit.trt.trtapi import TrtVersion, make_logger
+
+    path = nano_variants.int8_onnx
+    if decomposed:
+        path = tmp_path / "m.ln-decomposed.onnx"
+        onnx.save(decompose_layernorm(onnx.load(str(nano_variants.int8_onnx)))[0], str(path))
+    logger = make_logger(trt)
+    builder = trt.Builder(logger.trt_logger)
+    setup = BuildSetup("int8", "builder-flags", [], False, True)  # no precision flags: TensorRT-RTX has none
+    opts = BuildOptions(onnx=path, batch_profile=(1, 4, 8), workspace_mib=64, opt_level=1)
+    timing = tmp_path / "timing.cache"
+    job = NetworkJob(
+        trt, TrtVersion.parse(trt.__version__, module="tensorrt_rtx"), logger, builder, setup, opts, path, timing
+    )
+    net = parse_network(job)
+    configured = configure(job, net)
+    assert configured.timing is not None and configured.config.num_optimization_profiles == 1
+    picked = {str(layer.name) for layer in fp32_layers(trt, net.network)}
+    assert picked == set(fp32_node_names(path, ("LayerNormalization", "Softmax")))
+    assert len(picked) == (85 if decomposed else 13)  # 9 LayerNorms (x 9 ops decomposed) + 4 Softmax
+    serialized = builder.build_serialized_network(net.network, configured.config)
+    assert serialized is not None and len(bytes(serialized)) > 10_000
+    assert bytes(configured.config.get_timing_cache().serialize())

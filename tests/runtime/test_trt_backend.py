@@ -3,7 +3,10 @@
 Part 1 runs everywhere: the runner's buffer handling, batching, CUDA error checking and
 clean-up are exercised against an in-memory stand-in for TensorRT and cuda-python (the
 doubles copy bytes with ctypes exactly where the real calls would move them), and
-``edgevit.runtime.load("x.engine")`` is driven end to end through them.
+``edgevit.runtime.load("x.engine")`` is driven end to end through them. The TensorRT double
+exposes exactly the names of one release's Python bindings (tests/trt_doubles.py, fixtures
+from NVIDIA's binding sources): the runner is run against 8.5, 8.6, 10.3, 10.13, 10.16, 11.0
+and 11.1, and a call one of them lacks fails here as it would on that device.
 
 Part 2 (``@pytest.mark.gpu``) needs TensorRT and a CUDA device (a Jetson). Whether TensorRT
 can start is decided in a subprocess, because some TensorRT builds crash instead of raising
@@ -25,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from trt_doubles import VERSIONS, Api, Strict, TopLevel
 
 from edgevit.artifacts import ArtifactInfo, sha256_file
 from edgevit.config import ViTConfig
@@ -41,6 +45,19 @@ from edgevit.trt.manifest import Manifest, TensorSpec, manifest_path
 class CudaError(enum.IntEnum):
     cudaSuccess = 0
     cudaErrorMemoryAllocation = 2
+
+
+class CudaStream:
+    """cuda-python's cudaStream_t: ``int()`` gives the handle, ``getPtr()`` the address of its storage."""
+
+    def __init__(self, handle: int) -> None:
+        self.handle = handle
+
+    def __int__(self) -> int:
+        return self.handle
+
+    def getPtr(self) -> int:
+        return id(self)
 
 
 class FakeCudart:
@@ -74,12 +91,12 @@ class FakeCudart:
 
     cudaFreeHost = cudaFree
 
-    def cudaStreamCreate(self) -> tuple[CudaError, int]:
+    def cudaStreamCreate(self) -> tuple[CudaError, CudaStream]:
         self.streams.add(77)
-        return CudaError.cudaSuccess, 77
+        return CudaError.cudaSuccess, CudaStream(77)
 
-    def cudaStreamDestroy(self, s: int) -> tuple[CudaError]:
-        self.streams.discard(s)
+    def cudaStreamDestroy(self, s: CudaStream) -> tuple[CudaError]:
+        self.streams.discard(int(s))
         return (CudaError.cudaSuccess,)
 
     def cudaStreamSynchronize(self, s: int) -> tuple[CudaError]:
@@ -118,7 +135,8 @@ class FakeContext:
         self.addr[name] = ptr
         return True
 
-    def execute_async_v3(self, stream: int) -> bool:
+    def execute_async_v3(self, stream_handle: int) -> bool:
+        assert stream_handle == 77, "TensorRT must get the stream's handle, not the address of its Python object"
         n = self.shape[0]
         count = int(np.prod(self.shape))
         x = np.ctypeslib.as_array((ctypes.c_float * count).from_address(self.addr["images"])).reshape(n, -1)
@@ -131,8 +149,9 @@ class FakeContext:
 class FakeEngine:
     num_io_tensors = 2
 
-    def __init__(self, profile: tuple[tuple[int, ...], ...]) -> None:
+    def __init__(self, profile: tuple[tuple[int, ...], ...], api: Api | None = None) -> None:
         self.profile = profile
+        self.api = api
         self.contexts: list[FakeContext] = []
 
     def get_tensor_name(self, i: int) -> str:
@@ -147,13 +166,16 @@ class FakeEngine:
     def get_tensor_profile_shape(self, name: str, index: int) -> tuple[tuple[int, ...], ...]:
         return self.profile
 
-    def create_execution_context(self) -> FakeContext:
+    def create_execution_context(self) -> Any:
         ctx = FakeContext(self)
         self.contexts.append(ctx)
-        return ctx
+        return Strict(self.api, "IExecutionContext", ctx) if self.api else ctx
 
 
-def make_fake_trt(profile: tuple[tuple[int, ...], ...]) -> SimpleNamespace:
+def make_fake_trt(profile: tuple[tuple[int, ...], ...], label: str = "10.3") -> tuple[TopLevel, list[FakeEngine]]:
+    """The runtime's part of ``tensorrt`` at release ``label``: strict names, behaviour from above."""
+    api = Api(label)
+
     class ILogger:
         def __init__(self) -> None:
             pass
@@ -164,36 +186,39 @@ def make_fake_trt(profile: tuple[tuple[int, ...], ...]) -> SimpleNamespace:
         def __init__(self, logger: Any) -> None:
             self.logger = logger
 
-        def deserialize_cuda_engine(self, plan: bytes) -> FakeEngine | None:
-            if not plan.startswith(b"FAKEPLAN"):
+        def deserialize_cuda_engine(self, serialized: bytes) -> Strict | None:
+            if not serialized.startswith(b"FAKEENGINE"):
                 self.logger.log(SimpleNamespace(name="ERROR"), "Serialization assertion failed: magic tag")
                 return None
-            engines.append(FakeEngine(profile))
-            return engines[-1]
+            engines.append(FakeEngine(profile, api))
+            return Strict(api, "ICudaEngine", engines[-1])
 
-    return SimpleNamespace(
-        __version__="10.3.0",
-        ILogger=ILogger,
-        Runtime=Runtime,
-        TensorIOMode=SimpleNamespace(INPUT="IN", OUTPUT="OUT"),
-        nptype=lambda dtype: np.float32,
-        engines=engines,
+    module = TopLevel(
+        api,
+        {
+            "__version__": VERSIONS[label],
+            "ILogger": ILogger,
+            "Runtime": lambda logger: Strict(api, "Runtime", Runtime(logger)),
+            "TensorIOMode": SimpleNamespace(INPUT="IN", OUTPUT="OUT"),
+            "nptype": lambda dtype: np.float32,
+        },
     )
+    return module, engines
 
 
 PROFILE = ((1, 1, 8, 8), (4, 1, 8, 8), (8, 1, 8, 8))
 DEVICE = DeviceInfo("Orin", "8.7")
 
 
-def write_engine(tmp_path: Path, plan: bytes = b"FAKEPLAN" + bytes(100)) -> Path:
+def write_engine(tmp_path: Path, serialized: bytes = b"FAKEENGINE" + bytes(100), version: str = "10.3.0") -> Path:
     engine = tmp_path / "nano.best.engine"
-    engine.write_bytes(plan)
+    engine.write_bytes(serialized)
     info = ArtifactInfo(ViTConfig(), Preprocess(8, 1, (0.0,), (1.0,)), [f"c{i}" for i in range(10)], precision="best")
     Manifest(
         engine_file=engine.name,
         engine_sha256=sha256_file(engine),
-        engine_bytes=len(plan),
-        tensorrt_version="10.3.0",
+        engine_bytes=len(serialized),
+        tensorrt_version=version,
         tensorrt_module="tensorrt",
         device=DEVICE,
         precision="best",
@@ -211,17 +236,19 @@ def write_engine(tmp_path: Path, plan: bytes = b"FAKEPLAN" + bytes(100)) -> Path
     return engine
 
 
-@pytest.fixture
-def fakes(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
+@pytest.fixture(params=list(VERSIONS))
+def fakes(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
+    """TensorRT (one release's API) and cuda-python doubles, patched into the backend."""
     from edgevit.runtime import trt_backend
     from edgevit.trt.trtapi import TrtVersion
 
-    trt = make_fake_trt(PROFILE)
+    label = request.param
+    trt, engines = make_fake_trt(PROFILE, label)
     cudart = FakeCudart()
-    monkeypatch.setattr(trt_backend, "import_tensorrt", lambda: (trt, TrtVersion.parse("10.3.0")))
+    monkeypatch.setattr(trt_backend, "import_tensorrt", lambda: (trt, TrtVersion.parse(VERSIONS[label])))
     monkeypatch.setattr(trt_backend, "detect_device", lambda index=0: DEVICE)
     monkeypatch.setattr(trt_backend, "import_cudart", lambda: cudart)
-    return SimpleNamespace(trt=trt, cudart=cudart)
+    return SimpleNamespace(trt=trt, engines=engines, cudart=cudart, label=label)
 
 
 def expected(x: np.ndarray) -> np.ndarray:
@@ -232,7 +259,7 @@ def test_runner_batches_splits_and_frees(fakes: SimpleNamespace, tmp_path: Path)
     from edgevit.runtime.trt_backend import TensorRTRunner
     from edgevit.trt.manifest import load_manifest
 
-    engine = write_engine(tmp_path)
+    engine = write_engine(tmp_path, version=VERSIONS[fakes.label])
     x = np.random.default_rng(0).standard_normal((19, 1, 8, 8)).astype(np.float32)
     with TensorRTRunner(engine, load_manifest(engine), trt=fakes.trt, cudart=fakes.cudart) as runner:
         assert runner.max_batch == 8 and runner.input_name == "images" and runner.output_names == ["logits"]
@@ -241,7 +268,7 @@ def test_runner_batches_splits_and_frees(fakes: SimpleNamespace, tmp_path: Path)
         assert sizes == {8 * 64 * 4, 8 * 10 * 4}  # sized for the profile's max batch
         (out,) = runner.infer({"images": x})
         np.testing.assert_allclose(out, expected(x), rtol=1e-6)
-        ctx = fakes.trt.engines[0].contexts[0]
+        ctx = fakes.engines[0].contexts[0]
         assert ctx.runs == [8, 8, 3]  # larger than the profile: split; smaller: run as it is
         h2d = [n for kind, n in fakes.cudart.copies if kind == 1]
         assert h2d == [8 * 64 * 4, 8 * 64 * 4, 3 * 64 * 4]  # only the live part is copied
@@ -259,21 +286,21 @@ def test_batches_below_the_profile_minimum_are_padded(fakes: SimpleNamespace, tm
     from edgevit.runtime.trt_backend import TensorRTRunner
     from edgevit.trt.manifest import load_manifest
 
-    fakes.trt = make_fake_trt(((4, 1, 8, 8), (4, 1, 8, 8), (8, 1, 8, 8)))
-    engine = write_engine(tmp_path)
+    fakes.trt, fakes.engines = make_fake_trt(((4, 1, 8, 8), (4, 1, 8, 8), (8, 1, 8, 8)), fakes.label)
+    engine = write_engine(tmp_path, version=VERSIONS[fakes.label])
     x = np.random.default_rng(1).standard_normal((2, 1, 8, 8)).astype(np.float32)
     with TensorRTRunner(engine, load_manifest(engine), trt=fakes.trt, cudart=fakes.cudart) as runner:
         (out,) = runner.infer({"images": x})
     assert out.shape == (2, 10)
     np.testing.assert_allclose(out, expected(x), rtol=1e-6)
-    assert fakes.trt.engines[0].contexts[0].runs == [4]
+    assert fakes.engines[0].contexts[0].runs == [4]
 
 
 def test_cuda_errors_are_checked_and_nothing_leaks(fakes: SimpleNamespace, tmp_path: Path) -> None:
     from edgevit.runtime.trt_backend import TensorRTRunner
     from edgevit.trt.manifest import load_manifest
 
-    engine = write_engine(tmp_path)
+    engine = write_engine(tmp_path, version=VERSIONS[fakes.label])
     fakes.cudart.fail = "device"
     with pytest.raises(BackendError, match=r"cudaMalloc\(images\) failed: cudaErrorMemoryAllocation"):
         TensorRTRunner(engine, load_manifest(engine), trt=fakes.trt, cudart=fakes.cudart)
@@ -290,10 +317,10 @@ def test_runtime_load_gives_the_predict_api(fakes: SimpleNamespace, tmp_path: Pa
     """`edgevit.runtime.load("x.engine")` -> Model with predict, rebuilt from the manifest alone (no ONNX)."""
     from edgevit import runtime
 
-    engine = write_engine(tmp_path)
+    engine = write_engine(tmp_path, version=VERSIONS[fakes.label])
     images = np.random.default_rng(2).integers(0, 256, size=(11, 8, 8, 1), dtype=np.uint8)
     with runtime.load(engine, batch_size=32) as model:
-        assert model.backend == "tensorrt:10.3.0" and model.batch_size == 8  # capped by the profile
+        assert model.backend == f"tensorrt:{VERSIONS[fakes.label]}" and model.batch_size == 8  # capped by the profile
         pred = model.predict(images, top_k=3)
         assert len(pred) == 11 and pred.labels[0][0].startswith("c")
         x = images.astype(np.float32).transpose(0, 3, 1, 2)  # mean 0, std 1 preprocessing
@@ -304,7 +331,7 @@ def test_unreadable_plan_is_an_artifact_error(fakes: SimpleNamespace, tmp_path: 
     from edgevit import runtime
     from edgevit.errors import ArtifactError
 
-    engine = write_engine(tmp_path, plan=b"NOTAPLAN" * 10)
+    engine = write_engine(tmp_path, serialized=b"NOTANENGINE" * 10, version=VERSIONS[fakes.label])
     with pytest.raises(ArtifactError, match=r"could not deserialize.*magic tag.*edgevit build"):
         runtime.load(engine)
 
@@ -370,10 +397,11 @@ def test_engine_matches_onnxruntime(
 ) -> None:
     """Build a nano engine on this device, run it, compare with ONNX Runtime on the same images."""
     from edgevit import runtime
-    from edgevit.engine.builder import BuildOptions, build_engine
+    from edgevit.engine.build import build_engine
+    from edgevit.engine.options import BuildOptions
 
     src = Path(nano_artifacts.fp32_onnx if source == "fp32" else nano_artifacts.int8_onnx)
-    result = build_engine(BuildOptions(onnx=src, precision=precision, batch=(1, 16, 64), engines_dir=tmp_path))
+    result = build_engine(BuildOptions(onnx=src, precision=precision, batch_profile=(1, 16, 64), engines_dir=tmp_path))
     assert result.engine is not None and result.manifest is not None
     images, labels = digits_test_images
     with runtime.load(src) as ref, runtime.load(result.engine, batch_size=64) as trt_model:
@@ -400,7 +428,8 @@ def test_implicit_int8_from_calibration_cache(
 ) -> None:
     """TensorRT 8.x-10.x: FP32 ONNX + the cache of `edgevit quantize`, no calibration on the device."""
     from edgevit import runtime
-    from edgevit.engine.builder import BuildOptions, build_engine
+    from edgevit.engine.build import build_engine
+    from edgevit.engine.options import BuildOptions
     from edgevit.trt.trtapi import import_tensorrt
 
     _, version = import_tensorrt()
@@ -425,7 +454,8 @@ def test_implicit_int8_from_calibration_cache(
 def test_device_refuses_foreign_engine(trt_device: str, nano_artifacts: Any, tmp_path: Path) -> None:
     """An engine whose manifest names another TensorRT version is refused before deserialization."""
     from edgevit import runtime
-    from edgevit.engine.builder import BuildOptions, build_engine
+    from edgevit.engine.build import build_engine
+    from edgevit.engine.options import BuildOptions
     from edgevit.errors import ArtifactError
 
     result = build_engine(BuildOptions(onnx=Path(nano_artifacts.int8_onnx), precision="int8", engines_dir=tmp_path))
@@ -439,7 +469,8 @@ def test_device_refuses_foreign_engine(trt_device: str, nano_artifacts: Any, tmp
 
 @pytest.mark.gpu
 def test_timing_cache_is_kept_and_reused(trt_device: str, nano_artifacts: Any, tmp_path: Path) -> None:
-    from edgevit.engine.builder import BuildOptions, build_engine
+    from edgevit.engine.build import build_engine
+    from edgevit.engine.options import BuildOptions
 
     opts = BuildOptions(onnx=Path(nano_artifacts.fp32_onnx), precision="fp16", engines_dir=tmp_path)
     first = build_engine(opts)
@@ -447,3 +478,30 @@ def test_timing_cache_is_kept_and_reused(trt_device: str, nano_artifacts: Any, t
     assert cache.is_file() and cache.is_relative_to(tmp_path)
     second = build_engine(opts)
     assert second.manifest.settings["timing_cache"] == str(cache)
+
+
+@pytest.mark.gpu
+def test_dla_engine_reports_its_placement(trt_device: str, nano_artifacts: Any, tmp_path: Path) -> None:
+    """Xavier / AGX Orin / Orin NX: a static-batch DLA build says what runs on the DLA, or is refused."""
+    from edgevit.engine.build import build_engine
+    from edgevit.engine.options import BuildOptions
+    from edgevit.errors import BackendError
+    from edgevit.trt.device import detect_device
+    from edgevit.trt.trtapi import import_tensorrt
+
+    trt, version = import_tensorrt()
+    builder = trt.Builder(trt.Logger(trt.Logger.ERROR))
+    device = detect_device()
+    if not getattr(builder, "num_DLA_cores", 0) or version.dla_refusal(device.jetson.model if device.jetson else ""):
+        pytest.skip(f"no DLA usable here ({device.describe()}, {version})")
+    opts = BuildOptions(
+        onnx=Path(nano_artifacts.int8_onnx), precision="int8", dla_core=0, batch_profile=(8, 8, 8), engines_dir=tmp_path
+    )
+    try:
+        result = build_engine(opts)
+    except BackendError as exc:  # a ViT may put nothing on the DLA: that must be said, not hidden
+        assert "no layer of this model runs on the DLA" in str(exc)
+        return
+    dla = result.manifest.dla
+    print("DLA placement:", dla)
+    assert dla["dla_capable_layers"] > 0 and dla["network_layers"] > dla["dla_capable_layers"]

@@ -1,5 +1,5 @@
-"""Engine manifests: round trip, integrity (truncated/replaced plans), refusal of engines
-built for another TensorRT or GPU (device facts mocked), and the layer-precision check."""
+"""Engine manifests: round trip, integrity (truncated/replaced engine files), and refusal of
+engines built for another TensorRT or GPU (device facts mocked)."""
 
 from __future__ import annotations
 
@@ -10,22 +10,23 @@ import pytest
 
 from edgevit.artifacts import ArtifactInfo, sha256_file
 from edgevit.config import ViTConfig
-from edgevit.engine.inspect import check_precision, summarize
-from edgevit.errors import ArtifactError, BackendError
+from edgevit.errors import ArtifactError
 from edgevit.preprocess import Preprocess
 from edgevit.trt.device import DeviceInfo, JetsonInfo
 from edgevit.trt.manifest import Manifest, TensorSpec, check_compatible, load_manifest, manifest_path
 
-ORIN = DeviceInfo("Orin", "8.7", JetsonInfo("NVIDIA Jetson AGX Orin Developer Kit", "36.4.3", "6.2"), "12.6", 2)
+ORIN = DeviceInfo(
+    "Orin", "8.7", JetsonInfo("NVIDIA Jetson AGX Orin Developer Kit", "36.4.3", "6.2"), "12.6", 2, "12.6.2.post1"
+)
 
 
-def make_manifest(engine: Path, plan: bytes, **changes: object) -> Manifest:
-    engine.write_bytes(plan)
+def make_manifest(engine: Path, serialized: bytes, **changes: object) -> Manifest:
+    engine.write_bytes(serialized)
     info = ArtifactInfo(ViTConfig(), Preprocess(8, 1, (0.5,), (0.25,)), [str(i) for i in range(10)], precision="best")
     values: dict[str, object] = dict(
         engine_file=engine.name,
         engine_sha256=sha256_file(engine),
-        engine_bytes=len(plan),
+        engine_bytes=len(serialized),
         tensorrt_version="10.3.0",
         tensorrt_module="tensorrt",
         device=ORIN,
@@ -39,7 +40,7 @@ def make_manifest(engine: Path, plan: bytes, **changes: object) -> Manifest:
         source_onnx="runs/digits-nano/model.int8.onnx",
         source_sha256="ab" * 32,
         artifact=info,
-        rebuild_command="edgevit build runs/digits-nano/model.int8.onnx --precision best --batch 1:8:32 -o x.engine",
+        rebuild_command="edgevit build runs/digits-nano/model.int8.onnx --precision best --batch-profile 1:8:32 -o x.engine",
     )
     values.update(changes)
     m = Manifest(**values)  # type: ignore[arg-type]
@@ -79,7 +80,7 @@ def test_missing_manifest(tmp_path: Path) -> None:
         load_manifest(engine)
 
 
-def test_truncated_and_replaced_plans(tmp_path: Path) -> None:
+def test_truncated_and_replaced_engine_files(tmp_path: Path) -> None:
     engine = tmp_path / "x.engine"
     make_manifest(engine, b"PLAN" * 100)
     engine.write_bytes(b"PLAN" * 50)
@@ -149,50 +150,3 @@ def test_runtime_load_refuses_mismatch(tmp_path: Path, monkeypatch: pytest.Monke
     (tmp_path / "y.plan").write_bytes(b"PLAN")
     with pytest.raises(ArtifactError, match="no manifest"):
         runtime.load(tmp_path / "y.plan")
-
-
-def _layer(name: str, fmt_in: str, fmt_out: str, ltype: str = "CaskGemmMatrixMultiply") -> dict[str, object]:
-    return {
-        "Name": name,
-        "LayerType": ltype,
-        "Inputs": [{"Name": "a", "Format/Datatype": fmt_in}],
-        "Outputs": [{"Name": "b", "Format/Datatype": fmt_out}],
-    }
-
-
-def test_inspector_summary_and_precision_check() -> None:
-    info = {
-        "Layers": [
-            _layer("q", "Row major linear FP32", "Row major Int8 format"),
-            _layer("mm", "Row major Int8 format", "Row major linear FP16 format"),
-            _layer("ln", "Row major linear FP32", "Row major linear FP32"),
-        ],
-        "Bindings": ["images", "logits"],
-    }
-    s = summarize(json.dumps(info))
-    assert s["by_precision"] == {"INT8": 2, "FP32": 1} and s["opaque"] == 0
-    assert "2 INT8" in check_precision(s, "int8", strongly_typed=False)
-    assert check_precision(s, "fp32", strongly_typed=False).startswith("not needed")
-    with pytest.raises(BackendError, match="without any FP16 layer"):
-        check_precision(summarize({"Layers": [_layer("x", "FP32", "FP32")]}), "fp16", strongly_typed=False)
-
-
-def test_silent_fp32_fallback_fails_the_build() -> None:
-    """Weak typing can fall back to FP32: an engine whose visible layers are all FP32 is refused."""
-    s = summarize({"Layers": [_layer("a", "Row major linear FP32", "Row major linear FP32")] * 3})
-    with pytest.raises(BackendError, match="without any INT8 layer"):
-        check_precision(s, "int8", strongly_typed=False)
-
-
-def test_myelin_regions_are_opaque() -> None:
-    s = summarize(
-        {"Layers": [_layer("{ForeignNode[/blocks...]}", "Row major linear FP32", "Row major linear FP32", "Myelin")]}
-    )
-    assert s["opaque"] == 1
-    assert check_precision(s, "best", strongly_typed=True).startswith("strongly typed graph")
-    assert check_precision(s, "best", strongly_typed=False).startswith("unverified")
-
-
-def test_names_only_verbosity_is_an_error() -> None:
-    with pytest.raises(BackendError, match="DETAILED"):
-        check_precision(summarize({"Layers": ["a", "b"]}), "int8", strongly_typed=True)
