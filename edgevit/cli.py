@@ -202,9 +202,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from edgevit.validate import validate
 
     with runtime.load(args.reference) as ref, load_from_args(args.candidate, args) as cand:
-        cfg = ref.info.model_config
         source = args.data or ref.info.data
-        ds = load_dataset(source, size=cfg.img_size, channels=cfg.in_chans)
+        if not source:
+            raise EdgeVitError(f"{args.reference} does not say which data it was trained on; pass --data DIR")
+        ds = load_dataset(source, preprocess=ref.info.preprocess)
         split = ds.split(args.split)
         images, labels = split.images, split.labels
         if args.limit:

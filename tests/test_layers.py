@@ -30,6 +30,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("model", "data", "trt"),
     ("artifacts", "options"),
     ("preprocess", "config", "metrics", "sysinfo"),
+    ("resample",),
     ("errors",),
 ]
 # imported from everywhere, import nothing of edgevit's but errors: the package's root
