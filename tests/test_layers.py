@@ -27,7 +27,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("stream", "engine", "inspect_layers"),
     ("quant", "export", "validate"),
     ("train", "runtime"),
-    ("model", "data", "trt"),
+    ("model", "weights", "data", "trt"),
     ("artifacts", "options"),
     ("preprocess", "config", "metrics", "sysinfo"),
     ("resample",),
