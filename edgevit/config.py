@@ -185,6 +185,8 @@ class TrainConfig:
     threads: int | None = None  # torch CPU threads; None = torch's default (all cores)
     workers: int | None = None  # image-folder loader processes; None: up to 4, not more than the cores
     init: str | None = None  # start from these weights: an edgevit checkpoint, timm/DeiT/Hugging Face weights
+    init_num_heads: int | None = None  # attention heads of bare timm weights (they do not store them)
+    init_arch: str | None = None  # or the timm model name they come from (deit_tiny_patch16_224)
     freeze_backbone: bool = False  # train only the head (a linear probe) on top of init's features
 
     def __post_init__(self) -> None:
@@ -197,7 +199,9 @@ class TrainConfig:
             except TypeError:
                 ok = False
             if not ok:
-                problems.append(f"{name.replace('_', '-')} must be a number in {'(' if lo_open else '['}{lo:g}, {hi:g}], got {v}")
+                problems.append(
+                    f"{name.replace('_', '-')} must be a number in {'(' if lo_open else '['}{lo:g}, {hi:g}], got {v}"
+                )
 
         number("epochs", 1, 100_000)
         number("batch_size", 1, 65_536)

@@ -101,7 +101,9 @@ def pil_resize(img: np.ndarray, width: int, height: int, name: str = "bicubic") 
         out = img
         if need_h:
             xmins, kx = coefficients(in_w, width, name)
-            out = np.ascontiguousarray(_pass(np.ascontiguousarray(img.transpose(1, 0, 2)), xmins, kx).transpose(1, 0, 2))
+            out = np.ascontiguousarray(
+                _pass(np.ascontiguousarray(img.transpose(1, 0, 2)), xmins, kx).transpose(1, 0, 2)
+            )
         if need_v:
             ymins, ky = coefficients(in_h, height, name)
             out = _pass(out, ymins, ky)
@@ -110,5 +112,7 @@ def pil_resize(img: np.ndarray, width: int, height: int, name: str = "bicubic") 
         out = _pass(img, ymins, ky)
         if need_h:
             xmins, kx = coefficients(in_w, width, name)
-            out = np.ascontiguousarray(_pass(np.ascontiguousarray(out.transpose(1, 0, 2)), xmins, kx).transpose(1, 0, 2))
+            out = np.ascontiguousarray(
+                _pass(np.ascontiguousarray(out.transpose(1, 0, 2)), xmins, kx).transpose(1, 0, 2)
+            )
     return out[:, :, 0] if squeeze else out

@@ -395,7 +395,9 @@ def _interp(value: Any) -> str | None:
     if isinstance(value, int):
         names = {2: "bilinear", 3: "bicubic"}
         if value not in names:
-            raise ArtifactError(f"preprocessing resamples with PIL filter {value}; edgevit reproduces bilinear (2) and bicubic (3)")
+            raise ArtifactError(
+                f"preprocessing resamples with PIL filter {value}; edgevit reproduces bilinear (2) and bicubic (3)"
+            )
         return names[value]
     if value in ("bilinear", "bicubic"):
         return str(value)
@@ -525,7 +527,11 @@ def read_weights(source: str | Path, num_heads: int | None = None, arch: str | N
                 raise ArtifactError(f"{path} has a timm config.json but no {' or '.join(HF_WEIGHT_FILES)}")
             raw, _ = _tensors(files[0])
             sd = _clean(raw)
-            heads = num_heads or (cfg.get("model_args") or {}).get("num_heads") or _heads(sd, None, arch or cfg["architecture"], None)
+            heads = (
+                num_heads
+                or (cfg.get("model_args") or {}).get("num_heads")
+                or _heads(sd, None, arch or cfg["architecture"], None)
+            )
             config = infer_config(sd, int(heads))
             names = cfg.get("label_names")
             pp = preprocess_from_timm_cfg(cfg.get("pretrained_cfg") or {})
@@ -613,7 +619,9 @@ def adapt_state_dict(
     if old.img_size != new.img_size:
         prefix = 0 if old.no_embed_class else old.num_prefix_tokens
         out["pos_embed"] = resample_pos_embed(sd["pos_embed"], new.grid_size, prefix)
-        done.append(f"position embeddings resampled from a {old.grid_size}x{old.grid_size} to a {new.grid_size}x{new.grid_size} grid")
+        done.append(
+            f"position embeddings resampled from a {old.grid_size}x{old.grid_size} to a {new.grid_size}x{new.grid_size} grid"
+        )
     if old.num_classes != new.num_classes:
         for k in [k for k in out if k.startswith(("head.", "head_dist."))]:
             del out[k]

@@ -38,16 +38,13 @@ def test_same_seed_same_model_and_resume_continues_exactly(tmp_path):
     b = torch.load(again.checkpoint, weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
 
-    # Interrupt after 2 epochs (a 2-epoch run with the 3-epoch schedule), then resume.
+    # Resuming a finished run would end at once and rewrite the old best as if new: refused.
     part = tmp_path / "part"
     train(TrainConfig(**{**cfg.to_dict(), **small, "epochs": 3}), part, progress=False)
     last = torch.load(part / "last.pt", weights_only=True)
     assert last["epoch"] == 2
-    # Rewind last.pt to epoch 1 by training 2 epochs of the same schedule is not possible
-    # without the scheduler knowing the total, so resume from a finished run must be a no-op:
-    resumed = train(TrainConfig(**{**cfg.to_dict(), **small}), part, resume=True, progress=False)
-    c = torch.load(resumed.checkpoint, weights_only=True)["model"]
-    assert all(torch.equal(a[k], c[k]) for k in a)
+    with pytest.raises(ArtifactError, match="already has 3 epochs.*--epochs larger than 3"):
+        train(TrainConfig(**{**cfg.to_dict(), **small}), part, resume=True, progress=False)
 
 
 def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path, monkeypatch):
