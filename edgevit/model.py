@@ -258,10 +258,7 @@ class VisionTransformer(nn.Module):
         the mean with the distillation head, as DeiT infers), or the mean patch token."""
         if self.cfg.dist_token:
             return (self.head(self.fc_norm(x[:, 0])) + self.head_dist(self.fc_norm(x[:, 1]))) / 2
-        if self.cfg.global_pool == "avg":
-            pooled = x[:, self.num_prefix_tokens :].mean(dim=1)
-        else:
-            pooled = x[:, 0]
+        pooled = x[:, self.num_prefix_tokens :].mean(dim=1) if self.cfg.global_pool == "avg" else x[:, 0]
         return self.head(self.fc_norm(pooled))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -189,7 +189,7 @@ class Preprocess:
         if self.crop_pct >= 1.0 and self.resize_mode == "squash":
             return img
         h, w = img.shape[:2]
-        top, left = int(round((h - self.size) / 2.0)), int(round((w - self.size) / 2.0))  # torchvision: half to even
+        top, left = round((h - self.size) / 2.0), round((w - self.size) / 2.0)  # torchvision: half to even
         return img[top : top + self.size, left : left + self.size]
 
     def stage(self, img: np.ndarray) -> np.ndarray:
@@ -204,8 +204,8 @@ class Preprocess:
             return img
         # crop mode: the long side is cut to s so that its offset plus the second crop's
         # equals the one centre crop of the original
-        want_top = int(round((h - self.size) / 2.0)) - int(round((s - self.size) / 2.0))
-        want_left = int(round((w - self.size) / 2.0)) - int(round((s - self.size) / 2.0))
+        want_top = round((h - self.size) / 2.0) - round((s - self.size) / 2.0)
+        want_left = round((w - self.size) / 2.0) - round((s - self.size) / 2.0)
         return img[want_top : want_top + s, want_left : want_left + s]
 
     @functools.cached_property

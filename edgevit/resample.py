@@ -53,7 +53,7 @@ def coefficients(in_size: int, out_size: int, name: str) -> tuple[np.ndarray, np
     scale = float(np.float32(in_size)) / out_size  # Resample.c: float box, double scale
     filterscale = max(scale, 1.0)
     support = support_1 * filterscale
-    ksize = int(math.ceil(support)) * 2 + 1
+    ksize = math.ceil(support) * 2 + 1
     center = (np.arange(out_size, dtype=np.float64) + 0.5) * scale
     xmins = np.maximum(np.trunc(center - support + 0.5), 0).astype(np.int64)  # C (int) truncates
     lens = np.minimum(np.trunc(center + support + 0.5), in_size).astype(np.int64) - xmins

@@ -103,7 +103,7 @@ def random_resized_crop(img: np.ndarray, size: int, scale: float, rng: np.random
     for _ in range(10):
         target = area * rng.uniform(scale, 1.0)
         ratio = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
-        cw, ch = int(round(math.sqrt(target * ratio))), int(round(math.sqrt(target / ratio)))
+        cw, ch = round(math.sqrt(target * ratio)), round(math.sqrt(target / ratio))
         if 0 < cw <= w and 0 < ch <= h:
             top, left = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
             box = (top, left, ch, cw)
@@ -541,7 +541,9 @@ def train(
         if ds is not None:
             perm = rng.permutation(len(ds.train))
 
-            def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+            def batches(
+                perm: np.ndarray = perm, rng: np.random.Generator = rng
+            ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
                 for start in range(0, len(perm), cfg.batch_size):
                     idx = perm[start : start + cfg.batch_size]
                     imgs = ds.train.images[idx]

@@ -192,7 +192,7 @@ def _clean(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     w = out.get("patch_embed.proj.weight")
     if w is not None and w.ndim == 2 and "pos_embed" in out:  # very old timm: a Linear patch embedding
         d = w.shape[0]
-        p = int(round(math.sqrt(w.shape[1] / 3)))
+        p = round(math.sqrt(w.shape[1] / 3))
         if 3 * p * p == w.shape[1]:
             out["patch_embed.proj.weight"] = w.reshape(d, -1, p, p)
     return out

@@ -43,7 +43,7 @@ def test_same_seed_same_model_and_resume_continues_exactly(tmp_path):
     train(TrainConfig(**{**cfg.to_dict(), **small, "epochs": 3}), part, progress=False)
     last = torch.load(part / "last.pt", weights_only=True)
     assert last["epoch"] == 2
-    with pytest.raises(ArtifactError, match="already has 3 epochs.*--epochs larger than 3"):
+    with pytest.raises(ArtifactError, match=r"already has 3 epochs.*--epochs larger than 3"):
         train(TrainConfig(**{**cfg.to_dict(), **small}), part, resume=True, progress=False)
 
 

@@ -159,8 +159,8 @@ class TimmLikeViT(nn.Module):
             to_cat.append(self.reg_token.expand(B, -1, -1))
         if self.c.no_embed_class:  # DeiT-III / reg models: add to patches, then concat
             x = x + self.pos_embed
-            return torch.cat(to_cat + [x], dim=1) if to_cat else x
-        x = torch.cat(to_cat + [x], dim=1) if to_cat else x
+            return torch.cat([*to_cat, x], dim=1) if to_cat else x
+        x = torch.cat([*to_cat, x], dim=1) if to_cat else x
         return x + self.pos_embed
 
     def forward(self, x):
@@ -170,10 +170,7 @@ class TimmLikeViT(nn.Module):
         x = self.norm(x)
         if self.c.distilled:
             return (self.head(x[:, 0]) + self.head_dist(x[:, 1])) / 2  # eval / non-distilled-training path
-        if self.c.global_pool == "avg":
-            x = x[:, self.num_prefix_tokens :].mean(dim=1)
-        else:
-            x = x[:, 0]
+        x = x[:, self.num_prefix_tokens :].mean(dim=1) if self.c.global_pool == "avg" else x[:, 0]
         return self.head(self.fc_norm(x))
 
 
