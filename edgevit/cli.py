@@ -19,6 +19,7 @@ from edgevit.errors import EdgeVitError, GateError
 from edgevit.options import add_output, add_quiet, add_switch, add_top_k
 
 COMMAND_MODULES = (
+    "edgevit.importer.cli",  # import
     "edgevit.engine.cli",  # build
     "edgevit.stream.cli",  # camera
     "edgevit.bench.cli",  # bench

@@ -24,7 +24,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("__main__",),
     ("cli",),
     ("pipeline", "bench", "serve"),
-    ("stream", "engine", "inspect_layers"),
+    ("stream", "engine", "inspect_layers", "importer"),
     ("quant", "export", "validate"),
     ("train", "runtime"),
     ("model", "weights", "data", "trt"),
