@@ -25,7 +25,9 @@ from edgevit.artifacts import ArtifactInfo, atomic_output, set_onnx_metadata, sh
 from edgevit.errors import ArtifactError, EdgeVitError
 from edgevit.preprocess import INTERPOLATIONS, RESIZE_MODES, Preprocess
 
-IMAGENET_HINT = "ImageNet: --mean 0.485 0.456 0.406 --std 0.229 0.224 0.225; timm ViT / HF ViT: 0.5 0.5 0.5 and 0.5 0.5 0.5"
+IMAGENET_HINT = (
+    "ImageNet: --mean 0.485 0.456 0.406 --std 0.229 0.224 0.225; timm ViT / HF ViT: 0.5 0.5 0.5 and 0.5 0.5 0.5"
+)
 
 
 @dataclass
@@ -271,7 +273,12 @@ def _import_weights(source: Path, out_path: Path, opts: ImportOptions) -> Import
     sha = sha256_file(source) if source.is_file() else _folder_sha(source)
     record = {"source": source.name, "kind": fw.kind, "adapted": done}
     info = ArtifactInfo(
-        model_config=cfg, preprocess=pre, class_names=names, precision="fp32", source_sha256=sha, data=fw.data,
+        model_config=cfg,
+        preprocess=pre,
+        class_names=names,
+        precision="fp32",
+        source_sha256=sha,
+        data=fw.data,
         extra={"import": record},
     )
     ckpt_path = out_path.with_suffix(".pt")
