@@ -304,12 +304,17 @@ SUPPORTED = (
 )
 
 
-def infer_config(sd: dict[str, torch.Tensor], num_heads: int, eps: float = TIMM_EPS) -> ViTConfig:
-    """The :class:`ViTConfig` of a timm-layout ViT/DeiT state dict (see the module docstring)."""
+def check_vit(sd: dict[str, torch.Tensor]) -> None:
+    """Refuse, in one line naming what was found, a state dict that is not a timm-layout ViT."""
     need = ("patch_embed.proj.weight", "pos_embed", "blocks.0.attn.qkv.weight", "blocks.0.mlp.fc1.weight")
     missing = [k for k in need if k not in sd]
     if missing:
         raise ArtifactError(f"found {describe_foreign(sd)}, not a ViT (no {missing[0]!r}); {SUPPORTED}")
+
+
+def infer_config(sd: dict[str, torch.Tensor], num_heads: int, eps: float = TIMM_EPS) -> ViTConfig:
+    """The :class:`ViTConfig` of a timm-layout ViT/DeiT state dict (see the module docstring)."""
+    check_vit(sd)
     if "head.weight" not in sd:
         raise ArtifactError(
             "the weights have no classification head (head.weight): a feature extractor; fine-tune it with "
@@ -372,6 +377,7 @@ def width_of(sd: dict[str, torch.Tensor]) -> int | None:
 
 
 def _heads(sd: dict[str, torch.Tensor], num_heads: int | None, arch: str | None, stored_arch: Any) -> int:
+    check_vit(sd)
     if num_heads:
         return int(num_heads)
     name = arch or (stored_arch if isinstance(stored_arch, str) else None)
