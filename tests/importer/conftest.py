@@ -10,9 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-
 import timm_like as tl
+import torch
 from foreign import write_hf_folder
 
 # timm's ViT/DeiT family in miniature (32 px, patch 8, width 32, depth 2, 2 heads)

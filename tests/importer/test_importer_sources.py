@@ -14,7 +14,7 @@ from conftest import FLAVOURS, export_onnx, timm_model
 from foreign import EXPECTED, hf_input, write_hf_folder, write_safetensors
 
 from edgevit.cli import main
-from edgevit.errors import ArtifactError, EdgeVitError
+from edgevit.errors import EdgeVitError
 from edgevit.importer.core import ImportOptions, import_model
 from edgevit.model import VisionTransformer
 from edgevit.weights import read_weights, resample_pos_embed
@@ -137,7 +137,9 @@ def test_unsupported_sources_are_one_line_with_exit_2(tmp_path, capsys):
     torch.save({"layers.0.blocks.0.attn.relative_position_bias_table": torch.zeros(4, 2)}, swin)
     hf_swin = tmp_path / "hf_swin"
     hf_swin.mkdir()
-    (hf_swin / "config.json").write_text(json.dumps({"model_type": "swin", "architectures": ["SwinForImageClassification"]}))
+    (hf_swin / "config.json").write_text(
+        json.dumps({"model_type": "swin", "architectures": ["SwinForImageClassification"]})
+    )
     for src, words in (
         (swin, "a Swin transformer"),
         (hf_swin, "Hugging Face swin model"),
