@@ -408,8 +408,12 @@ def train(
     progress: bool = True,
     dataset: Dataset | None = None,
     log: Callable[[str], None] | None = None,
+    note: Callable[[str], None] | None = None,
 ) -> TrainResult:
-    """Train and write the checkpoint, metrics and curve to ``out_dir``."""
+    """Train and write the checkpoint, metrics and curve to ``out_dir``. ``log`` gets a line
+    per epoch, ``note`` (default: ``log``) what was adapted (image size, head, position
+    embeddings)."""
+    note = note or log
     out_dir = Path(out_dir)
     cfg = TrainConfig(**cfg.to_dict())  # checks every setting (a dataclass can be edited after init)
     if cfg.threads:
@@ -419,9 +423,9 @@ def train(
     model_cfg, pre, notes = _plan(cfg, data, init)
     if model_cfg.img_size > MAX_TRAIN_IMG_SIZE:
         raise EdgeVitError(f"input size {model_cfg.img_size} px is larger than {MAX_TRAIN_IMG_SIZE}; pass --img-size")
-    for note in notes:
-        if log:
-            log(note)
+    for text in notes:
+        if note:
+            note(text)
 
     ds: Dataset | None = None
     loaders: dict[str, Any] = {}
@@ -462,9 +466,9 @@ def train(
                 f"unexpected {result.unexpected_keys[:3]})"
             )
         notes.extend(done)
-        if log:
+        if note:
             for d in done:
-                log(d)
+                note(d)
     if cfg.freeze_backbone:
         for p in model.backbone_parameters():
             p.requires_grad_(False)

@@ -105,7 +105,7 @@ def test_resume_from_a_copied_checkpoint_is_refused(nano_artifacts, tmp_path):
     import shutil
 
     shutil.copy(nano_artifacts.checkpoint, tmp_path / "last.pt")
-    with pytest.raises(ArtifactError, match="not a resumable last.pt"):
+    with pytest.raises(ArtifactError, match=r"not a resumable last\.pt"):
         train(TrainConfig(epochs=20, threads=1), tmp_path, resume=True, progress=False)
 
 
