@@ -23,7 +23,10 @@ from edgevit.config import ViTConfig
 from edgevit.errors import ArtifactError, first_line
 from edgevit.preprocess import Preprocess
 
-FORMAT_VERSION = 1
+# 1: every artifact has a model config. 2: model_config may be null (an ONNX classifier
+# imported from elsewhere, whose architecture edgevit does not know); written only then, so
+# an older edgevit says "upgrade" instead of failing on the missing config.
+FORMAT_VERSION = 2
 META_PREFIX = "edgevit."
 
 
@@ -32,7 +35,9 @@ class ArtifactInfo:
     """Self-description carried by every edgevit artifact.
 
     Args:
-        model_config: the ViT's architecture.
+        model_config: the ViT's architecture; None for an imported ONNX classifier whose
+            architecture is unknown (its input size and channels are in ``preprocess``,
+            its classes in ``class_names``).
         preprocess: how raw images become the model input.
         class_names: one name per output logit.
         precision: ``fp32``, ``int8`` (Q/DQ) or an engine precision.
@@ -42,7 +47,7 @@ class ArtifactInfo:
         extra: stage-specific facts (calibration method, export check, ...).
     """
 
-    model_config: ViTConfig
+    model_config: ViTConfig | None
     preprocess: Preprocess
     class_names: list[str]
     precision: str = "fp32"
@@ -52,8 +57,8 @@ class ArtifactInfo:
 
     def to_metadata(self) -> dict[str, str]:
         values: dict[str, Any] = {
-            "format_version": FORMAT_VERSION,
-            "model_config": self.model_config.to_dict(),
+            "format_version": 1 if self.model_config is not None else FORMAT_VERSION,
+            "model_config": self.model_config.to_dict() if self.model_config is not None else None,
             "preprocess": self.preprocess.to_dict(),
             "class_names": list(self.class_names),
             "precision": self.precision,
@@ -67,7 +72,8 @@ class ArtifactInfo:
     def from_metadata(cls, meta: Mapping[str, str], where: str = "artifact") -> ArtifactInfo:
         if META_PREFIX + "model_config" not in meta:
             raise ArtifactError(
-                f"{where} has no edgevit metadata; it was not made by `edgevit export`/`quantize` (re-export it)"
+                f"{where} has no edgevit metadata; it was not made by edgevit: "
+                f"`edgevit import {where} -o model.onnx` makes an artifact of it (or re-export it)"
             )
         try:
             values = {k[len(META_PREFIX) :]: json.loads(v) for k, v in meta.items() if k.startswith(META_PREFIX)}
@@ -75,7 +81,9 @@ class ArtifactInfo:
             if version > FORMAT_VERSION:
                 raise ArtifactError(f"{where} uses metadata format {version}; upgrade edgevit to read it")
             return cls(
-                model_config=ViTConfig.from_dict(values["model_config"]),
+                model_config=(
+                    ViTConfig.from_dict(values["model_config"]) if values["model_config"] is not None else None
+                ),
                 preprocess=Preprocess.from_dict(values["preprocess"]),
                 class_names=[str(c) for c in values["class_names"]],
                 precision=str(values.get("precision", "fp32")),
@@ -87,6 +95,19 @@ class ArtifactInfo:
             raise
         except (KeyError, TypeError, ValueError) as exc:
             raise ArtifactError(f"{where} has malformed edgevit metadata ({exc}); re-export it") from exc
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """C x H x W of the model input (from the preprocessing: known for every artifact)."""
+        return self.preprocess.input_shape
+
+    def shape_name(self) -> str:
+        """A short name of the model's shape for reports: ``vit8px-d4-w64`` or, without a
+        config, ``onnx8px-10cls``."""
+        c = self.model_config
+        if c is None:
+            return f"onnx{self.preprocess.size}px-{len(self.class_names)}cls"
+        return f"vit{c.img_size}px-d{c.depth}-w{c.embed_dim}"
 
     def to_json_dict(self) -> dict[str, Any]:
         return {k[len(META_PREFIX) :]: json.loads(v) for k, v in self.to_metadata().items()}

@@ -19,6 +19,7 @@ from edgevit.errors import EdgeVitError, GateError
 from edgevit.options import add_output, add_quiet, add_switch, add_top_k
 
 COMMAND_MODULES = (
+    "edgevit.importer.cli",  # import
     "edgevit.engine.cli",  # build
     "edgevit.stream.cli",  # camera
     "edgevit.bench.cli",  # bench
@@ -33,12 +34,17 @@ def _say(msg: str) -> None:
 
 # -- train ---------------------------------------------------------------------------
 def _add_train_args(p: argparse.ArgumentParser) -> None:
-    from edgevit.config import TrainConfig
+    from edgevit.config import FINETUNE_DEFAULTS, TrainConfig
 
     d = TrainConfig()
     p.add_argument("--data", default=d.data, help="'digits' (built in) or an image folder, one sub-folder per class")
     p.add_argument("--preset", default=d.preset, help="model size: nano (8-32 px) or tiny (DeiT-Tiny, 224 px)")
-    p.add_argument("--img-size", type=int, default=None, help="model input side (default: the data's)")
+    p.add_argument(
+        "--img-size",
+        type=int,
+        default=None,
+        help="model input side (default: nano: the data's side up to 16 px; tiny: 224; with --init: the weights')",
+    )
     p.add_argument(
         "--channels",
         type=int,
@@ -46,44 +52,73 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         default=d.channels,
         help="model input channels (default: the data's; grayscale folders give 1-channel models)",
     )
-    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument(
+        "--epochs", type=int, default=None, help=f"default {d.epochs} ({FINETUNE_DEFAULTS['epochs']} with --init)"
+    )
     p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--lr", type=float, default=None, help=f"default {d.lr:g} ({FINETUNE_DEFAULTS['lr']:g} with --init)")
     p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--warmup-epochs", type=int, default=d.warmup_epochs)
+    p.add_argument(
+        "--warmup-epochs",
+        type=int,
+        default=None,
+        help=f"default {d.warmup_epochs} ({FINETUNE_DEFAULTS['warmup_epochs']} with --init)",
+    )
     p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
     p.add_argument("--no-augment", action="store_true", help="turn off random shifts")
     p.add_argument("--hflip", action="store_true", help="random horizontal flips (photos, not digits or text)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
+    p.add_argument("--workers", type=int, default=None, help="image-folder loader processes (default: up to 4)")
+    p.add_argument(
+        "--init",
+        help="start from these weights: an edgevit checkpoint, or timm/DeiT/Hugging Face weights as `import` reads them",
+    )
+    p.add_argument("--num-heads", type=int, help="attention heads of bare timm weights given to --init")
+    p.add_argument("--arch", help="timm model name of the --init weights (gives the heads)")
+    p.add_argument("--freeze-backbone", action="store_true", help="train only the head (a linear probe); needs --init")
 
 
 def _train_config(args: argparse.Namespace):
     from edgevit.config import TrainConfig
 
-    return TrainConfig(
+    given = {
+        k: v
+        for k, v in (("epochs", args.epochs), ("lr", args.lr), ("warmup_epochs", args.warmup_epochs))
+        if v is not None
+    }
+    common = dict(
         data=args.data,
         preset=args.preset,
         img_size=args.img_size,
         channels=args.channels,
-        epochs=args.epochs,
         batch_size=args.batch_size,
-        lr=args.lr,
         weight_decay=args.weight_decay,
-        warmup_epochs=args.warmup_epochs,
         label_smoothing=args.label_smoothing,
         augment=not args.no_augment,
         hflip=args.hflip,
         seed=args.seed,
         threads=args.threads,
+        workers=getattr(args, "workers", None),
+        init_num_heads=getattr(args, "num_heads", None),
+        init_arch=getattr(args, "arch", None),
+        freeze_backbone=getattr(args, "freeze_backbone", False),
+        **given,
     )
+    init = getattr(args, "init", None)
+    if init:
+        return TrainConfig.finetuning(init, **common)
+    return TrainConfig(**common)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from edgevit.train import train
 
-    out = Path(args.out or f"runs/{Path(str(args.data)).name}-{args.preset}")
-    result = train(_train_config(args), out, resume=args.resume, progress=not args.quiet)
+    name = f"{Path(str(args.data)).name}-{'finetune' if args.init else args.preset}"
+    out = Path(args.out or f"runs/{name}")
+    result = train(
+        _train_config(args), out, resume=args.resume, progress=not args.quiet, note=None if args.quiet else _say
+    )
     m = result.metrics
     print(
         f"best epoch {m['best_epoch'] + 1}: val top-1 {100 * m['val_acc']:.2f}%, test top-1 {100 * m['test_acc']:.2f}% "
@@ -202,9 +237,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from edgevit.validate import validate
 
     with runtime.load(args.reference) as ref, load_from_args(args.candidate, args) as cand:
-        cfg = ref.info.model_config
         source = args.data or ref.info.data
-        ds = load_dataset(source, size=cfg.img_size, channels=cfg.in_chans)
+        if not source:
+            raise EdgeVitError(f"{args.reference} does not say which data it was trained on; pass --data DIR")
+        ds = load_dataset(source, preprocess=ref.info.preprocess)
         split = ds.split(args.split)
         images, labels = split.images, split.labels
         if args.limit:

@@ -7,20 +7,29 @@
   splits are used; ``val`` doubles as ``test`` when there is no ``test/``. Otherwise the
   images of each class are split 70/15/15 deterministically.
 
-Images are loaded once, resized to the model input with the shared preprocessing resize,
-and kept in memory as ``N x S x S x C`` uint8. This module needs no torch.
+:func:`load_dataset` loads images once, brought to the model input by the resize step of
+the model's preprocessing (:meth:`edgevit.preprocess.Preprocess.stage`: the result then
+preprocesses exactly like the original), and keeps them in memory as ``N x S x S x C``
+uint8: for calibration, validation and the digits. Training on a folder streams the images
+from disk instead (:func:`scan_image_folder` lists them; ``edgevit.train`` reads them with
+a DataLoader). This module needs no torch.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from edgevit.config import BUILTIN_DATA
 from edgevit.errors import DataError, InputError
+
+if TYPE_CHECKING:
+    from edgevit.preprocess import Preprocess
 
 BUILTIN = BUILTIN_DATA
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp"}
@@ -70,7 +79,12 @@ class Dataset:
         return getattr(self, name)
 
 
-def load_dataset(source: str | Path = BUILTIN, size: int | None = None, channels: int | None = None) -> Dataset:
+def load_dataset(
+    source: str | Path = BUILTIN,
+    size: int | None = None,
+    channels: int | None = None,
+    preprocess: Preprocess | None = None,
+) -> Dataset:
     """Load ``digits`` or an image folder.
 
     Args:
@@ -78,16 +92,35 @@ def load_dataset(source: str | Path = BUILTIN, size: int | None = None, channels
         size: resize folder images to ``size x size`` (default: the size of the first image,
             which must then be square). Digits are always 8x8; a different size resizes them.
         channels: 1 or 3 for folders; default: what the images are (1 when every sampled
-            training image is grayscale, else 3). Digits are grayscale.
+            training image is grayscale, else 3). Digits are grayscale (a 3-channel model
+            gets them as gray RGB).
+        preprocess: a model's preprocessing: images are brought to its input by its own
+            resize step (and its size and channels are used): what calibration and
+            validation of an artifact want.
     """
+    if preprocess is not None:
+        size, channels = preprocess.size, preprocess.channels
+        resizer = preprocess
+    else:
+        resizer = None
     if str(source) == BUILTIN:
         ds = load_digits()
-        if channels not in (None, 1):
-            raise DataError(f"the built-in digits are grayscale; they cannot feed a {channels}-channel model")
-        if size is not None and size != ds.image_size:
+        if channels == 3:
+            ds = _map_images(ds, lambda a: np.repeat(a, 3, axis=-1))
+        if resizer is not None:
+            if (resizer.stage_size, resizer.stage_size) != ds.train.images.shape[1:3]:
+                ds = _map_images(ds, lambda a: np.stack([resizer.stage(i) for i in a]))
+        elif size is not None and size != ds.image_size:
             ds = _resize_dataset(ds, size)
         return ds
-    return load_image_folder(Path(source), size=size, channels=channels)
+    return load_image_folder(Path(source), size=size, channels=channels, resizer=resizer)
+
+
+def _map_images(ds: Dataset, fn: Callable[[np.ndarray], np.ndarray]) -> Dataset:
+    def one(s: Split) -> Split:
+        return Split(fn(s.images), s.labels)
+
+    return Dataset(ds.source, ds.class_names, one(ds.train), one(ds.val), one(ds.test))
 
 
 def load_digits() -> Dataset:
@@ -134,15 +167,24 @@ def _images_in(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
-def load_image_folder(root: Path, size: int | None = None, channels: int | None = None) -> Dataset:
-    """An ImageFolder-style tree: ``root/<class>/*.png`` or ``root/{train,val[,test]}/<class>/*``.
+@dataclass
+class FolderFiles:
+    """An image folder's files, not loaded: class names and ``(path, label)`` per split."""
 
-    ``channels`` None: 1 if the training images are grayscale (see :func:`image_channels`), else 3.
-    """
+    source: str
+    class_names: list[str]
+    splits: dict[str, list[tuple[Path, int]]]
+
+    def labels(self, split: str) -> np.ndarray:
+        return np.array([lab for _, lab in self.splits[split]], dtype=np.int64)
+
+
+def scan_image_folder(root: Path) -> FolderFiles:
+    """List an ImageFolder-style tree: ``root/<class>/*.png`` or ``root/{train,val[,test]}/<class>/*``
+    (``val`` doubles as ``test`` when there is no ``test/``)."""
+    root = Path(root)
     if not root.is_dir():
         raise DataError(f"data folder {root} does not exist; pass `digits` or a folder with one sub-folder per class")
-    if channels is not None and channels not in (1, 3):
-        raise DataError(f"channels must be 1 or 3, got {channels}")
     has_splits = (root / "train").is_dir() and (root / "val").is_dir()
     class_names = [p.name for p in _class_dirs(root / "train" if has_splits else root)]
     if len(class_names) < 2:
@@ -177,15 +219,35 @@ def load_image_folder(root: Path, size: int | None = None, channels: int | None 
     if (counts == 0).any():
         empty = [class_names[i] for i in np.flatnonzero(counts == 0)]
         raise DataError(f"{root}: classes {empty} have no training images; add images or remove those folders")
+    if not split_files["test"]:
+        split_files["test"] = split_files["val"]
+    return FolderFiles(str(root), class_names, split_files)
+
+
+def load_image_folder(
+    root: Path, size: int | None = None, channels: int | None = None, resizer: Preprocess | None = None
+) -> Dataset:
+    """An ImageFolder-style tree (see :func:`scan_image_folder`) loaded into memory.
+
+    ``channels`` None: 1 if the training images are grayscale (see :func:`image_channels`), else 3.
+    ``resizer``: the preprocessing whose resize step brings images to the model input
+    (default: edgevit's squash to ``size``).
+    """
+    if channels is not None and channels not in (1, 3):
+        raise DataError(f"channels must be 1 or 3, got {channels}")
+    files = scan_image_folder(root)
+    split_files = files.splits
     if channels is None:
         channels = image_channels([f for f, _ in split_files["train"]])
-    if size is None:
-        first = _read_image(split_files["train"][0][0], channels)
-        size = int(first.shape[0])
-    splits = {name: _load_split(files, size, channels) for name, files in split_files.items()}
-    if len(splits["test"]) == 0:
-        splits["test"] = splits["val"]
-    return Dataset(str(root), class_names, splits["train"], splits["val"], splits["test"])
+    if resizer is None:
+        if size is None:
+            first = _read_image(split_files["train"][0][0], channels)
+            size = int(first.shape[0])
+        from edgevit.preprocess import Preprocess
+
+        resizer = Preprocess(size=size, channels=channels, mean=(0.0,) * channels, std=(1.0,) * channels)
+    splits = {name: _load_split(f, resizer) for name, f in split_files.items()}
+    return Dataset(files.source, files.class_names, splits["train"], splits["val"], splits["test"])
 
 
 def _hash_split(rel: Path) -> str:
@@ -223,13 +285,11 @@ def _read_image(path: Path, channels: int) -> np.ndarray:
         raise DataError(str(exc)) from exc
 
 
-def _load_split(files: list[tuple[Path, int]], size: int, channels: int) -> Split:
-    from edgevit.preprocess import Preprocess
-
-    resizer = Preprocess(size=size, channels=channels, mean=(0.0,) * channels, std=(1.0,) * channels)
-    images = np.empty((len(files), size, size, channels), dtype=np.uint8)
+def _load_split(files: list[tuple[Path, int]], resizer: Preprocess) -> Split:
+    s, channels = resizer.stage_size, resizer.channels
+    images = np.empty((len(files), s, s, channels), dtype=np.uint8)
     for i, (f, _) in enumerate(files):
-        images[i] = resizer.resize([_read_image(f, channels)])[0]
+        images[i] = resizer.stage(_read_image(f, channels))
     labels = np.array([lab for _, lab in files], dtype=np.int64)
     return Split(images, labels)
 

@@ -18,9 +18,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgevit.artifacts import atomic_output, set_onnx_metadata, sha256_file
+from edgevit.artifacts import ArtifactInfo, atomic_output, set_onnx_metadata, sha256_file
 from edgevit.data import load_dataset
 from edgevit.errors import ArtifactError, DataError, EdgeVitError
+from edgevit.preprocess import Preprocess
 from edgevit.train import checkpoint_info, load_checkpoint, model_from_checkpoint
 
 INPUT_NAME = "images"
@@ -54,9 +55,6 @@ def export_onnx(
         tolerance: largest allowed absolute logit difference between ONNX Runtime and PyTorch.
         num_images: how many test-split images to verify on.
     """
-    import onnx
-    import onnxruntime as ort
-
     if opset < 17:
         raise EdgeVitError(f"opset {opset} has no LayerNormalization op; use 17 or newer")
     checkpoint = Path(checkpoint)
@@ -66,13 +64,50 @@ def export_onnx(
     cfg = info.model_config
 
     source = data or info.data
-    try:
-        ds = load_dataset(source, size=cfg.img_size, channels=cfg.in_chans)
-    except DataError as exc:
-        raise DataError(f"cannot load verification images from {source!r} ({exc}); pass --data") from exc
-    images = ds.test.images[:num_images]
+    if source:
+        try:
+            ds = load_dataset(source, preprocess=info.preprocess)
+        except DataError as exc:
+            raise DataError(f"cannot load verification images from {source!r} ({exc}); pass --data") from exc
+        images, verify_data = ds.test.images[:num_images], f"{ds.source}:test"
+    else:  # an imported checkpoint knows no data: the function is compared on noise images
+        images, verify_data = random_images(info.preprocess, num_images), "random"
     x = info.preprocess(images)
 
+    info.extra["export"] = {
+        "verify_data": verify_data,
+        "checkpoint": checkpoint.name,
+    }
+    doc = f"edgevit ViT ({cfg.depth} blocks, dim {cfg.embed_dim}) exported from {checkpoint.name}"
+    max_abs = export_model(model, info, out_path, x, opset=opset, tolerance=tolerance, doc=doc)
+    return ExportResult(Path(out_path), max_abs, len(x), opset)
+
+
+def random_images(pre: Preprocess, n: int = 16, seed: int = 0) -> np.ndarray:
+    """``n`` uint8 noise images at the preprocessing's staged size (seeded): inputs for
+    comparing two implementations of one function when no data set is known."""
+    s = pre.stage_size
+    return np.random.default_rng(seed).integers(0, 256, size=(n, s, s, pre.channels), dtype=np.uint8)
+
+
+def export_model(
+    model: torch.nn.Module,
+    info: ArtifactInfo,
+    out_path: str | Path,
+    x: np.ndarray,
+    opset: int = DEFAULT_OPSET,
+    tolerance: float = 1e-3,
+    doc: str = "",
+) -> float:
+    """Export ``model`` with ``info`` as its metadata, prove ONNX Runtime matches PyTorch on
+    the preprocessed batch ``x`` (within ``tolerance``), and write it atomically. Returns the
+    largest absolute logit difference."""
+    import onnx
+    import onnxruntime as ort
+
+    if opset < 17:
+        raise EdgeVitError(f"opset {opset} has no LayerNormalization op; use 17 or newer")
+    model = model.eval()
     dummy = torch.from_numpy(x[:2])
     buf = io.BytesIO()
     with warnings.catch_warnings():
@@ -90,7 +125,7 @@ def export_onnx(
         )
     proto = onnx.load_from_string(buf.getvalue())
     proto.producer_name = "edgevit"
-    proto.doc_string = f"edgevit ViT ({cfg.depth} blocks, dim {cfg.embed_dim}) exported from {checkpoint.name}"
+    proto.doc_string = doc
     if not any(n.op_type == "LayerNormalization" for n in proto.graph.node):
         raise EdgeVitError("export produced no LayerNormalization op; use opset >= 17 and a torch that exports it")
 
@@ -102,17 +137,15 @@ def export_onnx(
     max_abs = float(np.abs(got - ref).max())
     if not max_abs <= tolerance:
         raise ArtifactError(
-            f"ONNX Runtime differs from PyTorch by {max_abs:.2e} (> {tolerance:g}) on {len(x)} test images; "
+            f"ONNX Runtime differs from PyTorch by {max_abs:.2e} (> {tolerance:g}) on {len(x)} images; "
             "the export is wrong, report it with the checkpoint"
         )
-
     info.extra["export"] = {
+        **info.extra.get("export", {}),
         "opset": opset,
         "max_abs_logit_diff": max_abs,
         "verify_images": len(x),
-        "verify_data": f"{ds.source}:test",
         "torch": torch.__version__,
-        "checkpoint": checkpoint.name,
     }
     set_onnx_metadata(proto, info)
     try:
@@ -120,7 +153,6 @@ def export_onnx(
     except onnx.checker.ValidationError as exc:
         raise ArtifactError(f"exported graph fails onnx.checker ({str(exc).splitlines()[0]})") from exc
 
-    out_path = Path(out_path)
-    with atomic_output(out_path) as tmp:
+    with atomic_output(Path(out_path)) as tmp:
         onnx.save_model(proto, str(tmp))
-    return ExportResult(out_path, max_abs, len(x), opset)
+    return max_abs

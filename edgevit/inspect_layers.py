@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from edgevit.artifacts import read_onnx_info, write_json_atomic, write_text_atomic
-from edgevit.errors import ArtifactError, InputError
+from edgevit.errors import ArtifactError, EdgeVitError, InputError
 from edgevit.quant.stats import TensorStats
 
 INT8_MAX = 127.0
@@ -350,9 +350,10 @@ def handler(args: argparse.Namespace) -> int:
     from edgevit.data import load_dataset
 
     info = read_onnx_info(args.reference)
-    cfg = info.model_config
     source = args.data or info.data
-    ds = load_dataset(source, size=cfg.img_size, channels=cfg.in_chans)
+    if not source:
+        raise EdgeVitError(f"{args.reference} does not say which data it was trained on; pass --data DIR")
+    ds = load_dataset(source, preprocess=info.preprocess)
     images = ds.split(args.split).images[: args.limit]
     report = inspect_layers(args.reference, args.candidate, images, f"{ds.source}:{args.split}")
     out = Path(args.out) if args.out else Path(args.candidate).parent / "layers"

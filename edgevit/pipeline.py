@@ -80,8 +80,7 @@ def run_pipeline(
     say("[4/4] validating INT8 against FP32 on the test split")
     t = time.perf_counter()
     with runtime.load(fp32_path) as ref, runtime.load(quantized.path) as cand:
-        cfg = ref.info.model_config
-        ds = load_dataset(train_cfg.data, size=cfg.img_size, channels=cfg.in_chans)
+        ds = load_dataset(train_cfg.data, preprocess=ref.info.preprocess)
         report = validate(
             ref,
             cand,

@@ -2,8 +2,15 @@
 runtime, and saved inside every artifact.
 
 Images are uint8 arrays in RGB order, ``HxW`` (grayscale) or ``HxWxC``. They are resized
-to the model's square input (OpenCV, area interpolation when shrinking, bilinear when
-growing), scaled to [0, 1], normalized with the per-channel mean/std and laid out NCHW.
+to the model's square input, scaled to [0, 1], normalized with the per-channel mean/std and
+laid out NCHW. The resize is one of:
+
+* edgevit's own (``interpolation="area"``, what every artifact before these fields meant):
+  squash to the square with OpenCV, area interpolation when shrinking, bilinear when growing;
+* Pillow-exact bilinear or bicubic (:mod:`edgevit.resample`), as timm and Hugging Face
+  evaluate: ``resize_mode="crop"`` scales the shorter side to ``floor(size / crop_pct)`` and
+  crops the centre (timm's eval transform, torchvision's offsets), ``"squash"`` resizes both
+  sides to that size and crops the centre (Hugging Face's ViT: ``crop_pct`` 1; DeiT: 224/256).
 """
 
 from __future__ import annotations
@@ -19,6 +26,8 @@ import numpy as np
 from edgevit.errors import ArtifactError, InputError
 
 ImageBatch = Union[Sequence[np.ndarray], np.ndarray]
+RESIZE_MODES = ("squash", "crop")
+INTERPOLATIONS = ("area", "bilinear", "bicubic")
 
 
 @dataclass(frozen=True)
@@ -30,16 +39,32 @@ class Preprocess:
         channels: 1 (grayscale) or 3 (RGB).
         mean: per-channel mean of [0, 1]-scaled pixels, subtracted after scaling.
         std: per-channel standard deviation, divided after subtracting the mean.
+        resize_mode: ``squash`` (both sides) or ``crop`` (shorter side, then the centre).
+        crop_pct: the centre crop keeps this share of the resized side (timm's
+            ``crop_pct``); 1: no crop.
+        interpolation: ``area`` (edgevit's OpenCV resize), or Pillow's ``bilinear`` /
+            ``bicubic``.
     """
 
     size: int
     channels: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    # Defaults = what artifacts without these fields always meant: OpenCV squash, no crop.
+    resize_mode: str = "squash"
+    crop_pct: float = 1.0
+    interpolation: str = "area"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
         object.__setattr__(self, "std", tuple(float(s) for s in self.std))
+        object.__setattr__(self, "crop_pct", float(self.crop_pct))
+        if self.resize_mode not in RESIZE_MODES:
+            raise ArtifactError(f"preprocessing resize mode {self.resize_mode!r}; choose one of {RESIZE_MODES}")
+        if self.interpolation not in INTERPOLATIONS:
+            raise ArtifactError(f"preprocessing interpolation {self.interpolation!r}; choose one of {INTERPOLATIONS}")
+        if not (np.isfinite(self.crop_pct) and 0.0 < self.crop_pct <= 1.0):
+            raise ArtifactError(f"preprocessing crop_pct must be in (0, 1], got {self.crop_pct}")
         if self.channels not in (1, 3):
             raise ArtifactError(f"preprocessing has {self.channels} channels; edgevit supports 1 or 3")
         if len(self.mean) != self.channels or len(self.std) != self.channels:
@@ -55,8 +80,19 @@ class Preprocess:
         d["layout"] = "NCHW"
         d["color"] = "GRAY" if self.channels == 1 else "RGB"
         d["scale"] = "1/255"
-        d["resize"] = "cv2 INTER_AREA (shrink) / INTER_LINEAR (grow)"
+        d["resize"] = self.describe_resize()  # for people reading the metadata; not read back
         return d
+
+    def describe_resize(self) -> str:
+        if self.interpolation == "area":
+            how = "cv2 INTER_AREA (shrink) / INTER_LINEAR (grow)"
+        else:
+            how = f"Pillow {self.interpolation}"
+        if self.resize_mode == "crop":
+            return f"shorter side to {self.stage_size} ({how}), centre crop {self.size}"
+        if self.crop_pct < 1.0:
+            return f"squash to {self.stage_size} ({how}), centre crop {self.size}"
+        return f"squash to {self.size} ({how})"
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Preprocess:
@@ -66,6 +102,9 @@ class Preprocess:
                 channels=int(data["channels"]),
                 mean=tuple(data["mean"]),
                 std=tuple(data["std"]),
+                resize_mode=str(data.get("resize_mode", "squash")),
+                crop_pct=float(data.get("crop_pct", 1.0)),
+                interpolation=str(data.get("interpolation", "area")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ArtifactError(
@@ -77,11 +116,19 @@ class Preprocess:
     def input_shape(self) -> tuple[int, int, int]:
         return (self.channels, self.size, self.size)
 
+    @property
+    def stage_size(self) -> int:
+        """The side images are resized to before the centre crop (``size`` without a crop):
+        timm's ``floor(size / crop_pct)`` (the epsilon absorbs float error: 224 / (224/256))."""
+        if self.crop_pct >= 1.0:
+            return self.size
+        return int(np.floor(self.size / self.crop_pct + 1e-6))
+
     def resize(self, images: ImageBatch) -> np.ndarray:
         """Check and resize uint8 images; return one ``N x size x size x C`` uint8 array."""
         if isinstance(images, np.ndarray) and images.dtype == np.uint8 and images.ndim == 4:
-            if images.shape[1:] == (self.size, self.size, self.channels):
-                return images  # already a batch at model size: nothing to copy
+            if images.shape[1:] == (self.size, self.size, self.channels) and self.crop_pct >= 1.0:
+                return images  # already a batch at model size (a no-op resize): nothing to copy
             images = list(images)
         elif isinstance(images, np.ndarray) and images.ndim in (2, 3):
             raise InputError(f"got one array of shape {images.shape}; pass a list of images or an N x H x W x C batch")
@@ -89,10 +136,10 @@ class Preprocess:
             raise InputError("got an empty list of images; pass at least one")
         out = np.empty((len(images), self.size, self.size, self.channels), dtype=np.uint8)
         for i, img in enumerate(images):
-            out[i] = self._resize_one(np.asarray(img), i)
+            out[i] = self._resize_one(self._check_one(np.asarray(img), i))
         return out
 
-    def _resize_one(self, img: np.ndarray, index: int) -> np.ndarray:
+    def _check_one(self, img: np.ndarray, index: int) -> np.ndarray:
         if img.dtype != np.uint8:
             raise InputError(
                 f"image {index} has dtype {img.dtype}; pass uint8 images or a preprocessed float32 NCHW batch"
@@ -110,15 +157,56 @@ class Preprocess:
             raise InputError(
                 f"image {index} has {img.shape[2]} channels but the model expects {self.channels}; convert it first ({hint})"
             )
-        h, w = img.shape[:2]
-        if (h, w) != (self.size, self.size):
+        return img
+
+    def _scale(self, img: np.ndarray, w: int, h: int) -> np.ndarray:
+        """Resize an H x W x C uint8 image to w x h with this preprocessing's interpolation."""
+        if img.shape[:2] == (h, w):
+            return img  # torchvision and Pillow skip a resize to the same size too
+        if self.interpolation == "area":
             import cv2  # deferred: only needed when images are not at model size
 
-            interp = cv2.INTER_AREA if (h > self.size or w > self.size) else cv2.INTER_LINEAR
-            img = cv2.resize(img, (self.size, self.size), interpolation=interp)
-            if img.ndim == 2:
-                img = img[:, :, None]
-        return img
+            interp = cv2.INTER_AREA if (img.shape[0] > h or img.shape[1] > w) else cv2.INTER_LINEAR
+            out = cv2.resize(img, (w, h), interpolation=interp)
+            return out[:, :, None] if out.ndim == 2 else out
+        from edgevit.resample import pil_resize
+
+        return pil_resize(img, w, h, self.interpolation)
+
+    def _first_step(self, img: np.ndarray) -> np.ndarray:
+        """The resize before the centre crop: both sides (squash) or the shorter side to
+        :attr:`stage_size` (torchvision's ``Resize(int)``: the long side truncated)."""
+        s = self.stage_size
+        h, w = img.shape[:2]
+        if self.resize_mode == "squash":
+            return self._scale(img, s, s)
+        if w <= h:
+            return self._scale(img, s, int(s * h / w))
+        return self._scale(img, int(s * w / h), s)
+
+    def _resize_one(self, img: np.ndarray) -> np.ndarray:
+        img = self._first_step(img)
+        if self.crop_pct >= 1.0 and self.resize_mode == "squash":
+            return img
+        h, w = img.shape[:2]
+        top, left = round((h - self.size) / 2.0), round((w - self.size) / 2.0)  # torchvision: half to even
+        return img[top : top + self.size, left : left + self.size]
+
+    def stage(self, img: np.ndarray) -> np.ndarray:
+        """The resize step alone, to a ``stage_size`` square, for data sets held in memory:
+        preprocessing a staged image gives exactly the model input of the original (the
+        resize of the second pass is a no-op and the two crops add up to torchvision's one)."""
+        img = self._check_one(np.asarray(img), 0)
+        img = self._first_step(img)
+        s = self.stage_size
+        h, w = img.shape[:2]
+        if (h, w) == (s, s):
+            return img
+        # crop mode: the long side is cut to s so that its offset plus the second crop's
+        # equals the one centre crop of the original
+        want_top = round((h - self.size) / 2.0) - round((s - self.size) / 2.0)
+        want_left = round((w - self.size) / 2.0) - round((s - self.size) / 2.0)
+        return img[want_top : want_top + s, want_left : want_left + s]
 
     @functools.cached_property
     def _affine(self) -> tuple[np.ndarray, np.ndarray]:

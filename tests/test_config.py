@@ -35,3 +35,48 @@ def test_unknown_preset_and_unknown_fields():
         preset("huge")
     with pytest.raises(ArtifactError, match="unknown fields"):
         ViTConfig.from_dict({**ViTConfig().to_dict(), "flash": True})
+
+
+def test_old_model_configs_still_read_and_mean_the_same_model():
+    old = {  # the metadata of artifacts made before the fields for foreign ViTs
+        "img_size": 8,
+        "patch_size": 2,
+        "in_chans": 1,
+        "num_classes": 10,
+        "embed_dim": 64,
+        "depth": 4,
+        "num_heads": 4,
+        "mlp_ratio": 2.0,
+        "qkv_bias": True,
+        "drop_rate": 0.0,
+    }
+    cfg = ViTConfig.from_dict(old)
+    assert cfg == preset("nano") and cfg.num_tokens == 17 and cfg.layer_norm_eps == 1e-6
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(lr=float("nan")),
+        dict(lr=-1.0),
+        dict(epochs=0),
+        dict(batch_size=0),
+        dict(label_smoothing=1.5),
+        dict(freeze_backbone=True),
+    ],
+)
+def test_train_settings_are_checked_in_one_line(bad):
+    from edgevit.config import TrainConfig
+
+    with pytest.raises(EdgeVitError, match="invalid training settings") as e:
+        TrainConfig(**bad)
+    assert "\n" not in str(e.value)
+
+
+def test_default_image_size_rule():
+    from edgevit.config import default_img_size
+
+    assert default_img_size("nano", 8) == 8
+    assert default_img_size("nano", 28) == 16  # 28 px digits: 4x fewer tokens than at 28
+    assert default_img_size("nano", 10000) == 16  # huge photos do not size the model
+    assert default_img_size("tiny", 10000) == 224

@@ -24,12 +24,13 @@ LAYERS: list[tuple[str, ...]] = [
     ("__main__",),
     ("cli",),
     ("pipeline", "bench", "serve"),
-    ("stream", "engine", "inspect_layers"),
+    ("stream", "engine", "inspect_layers", "importer"),
     ("quant", "export", "validate"),
     ("train", "runtime"),
-    ("model", "data", "trt"),
+    ("model", "weights", "data", "trt"),
     ("artifacts", "options"),
     ("preprocess", "config", "metrics", "sysinfo"),
+    ("resample",),
     ("errors",),
 ]
 # imported from everywhere, import nothing of edgevit's but errors: the package's root

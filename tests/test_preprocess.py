@@ -93,3 +93,59 @@ def test_training_and_runtime_see_the_same_tensor(nano_artifacts, digits):
         np.testing.assert_array_equal(model.preprocess(images), train_tensor.numpy())
         # and predicting raw images equals predicting that tensor
         np.testing.assert_array_equal(model.logits(images), model.logits(train_tensor.numpy()))
+
+
+def _photo_like(h: int, w: int, seed: int) -> np.ndarray:
+    """Smooth gradients, edges and a little noise: what resampling differences show on."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    img = np.stack([128 + 100 * np.sin(x / (5 + c) + y / (7 + 2 * c)) for c in range(3)], axis=-1)
+    img[h // 3 : h // 2, w // 4 : w // 2] = (240, 30, 60)
+    img += rng.normal(0, 6, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def _timm_eval_with_pillow(img: np.ndarray, size: int, crop_pct: float, resample: int) -> np.ndarray:
+    """timm's eval transform as torchvision runs it on a PIL image: Resize(floor(size /
+    crop_pct)) of the shorter side, then CenterCrop(size) (round half to even)."""
+    import math
+
+    from PIL import Image
+
+    scale = math.floor(size / crop_pct)
+    h, w = img.shape[:2]
+    nh, nw = (int(scale * h / w), scale) if w <= h else (scale, int(scale * w / h))
+    out = np.asarray(Image.fromarray(img).resize((nw, nh), resample))
+    top, left = round((nh - size) / 2.0), round((nw - size) / 2.0)
+    return out[top : top + size, left : left + size]
+
+
+@pytest.mark.parametrize("shape", [(300, 400), (480, 640), (500, 333), (224, 224), (97, 211)])
+@pytest.mark.parametrize("interp", ["bicubic", "bilinear"])
+def test_crop_preprocessing_reproduces_timms_eval_transform(shape, interp):
+    pytest.importorskip("PIL")
+    pre = Preprocess(
+        size=224, channels=3, mean=(0.5,) * 3, std=(0.5,) * 3, resize_mode="crop", crop_pct=0.875, interpolation=interp
+    )
+    img = _photo_like(*shape, seed=shape[0])
+    ref = _timm_eval_with_pillow(img, 224, 0.875, 3 if interp == "bicubic" else 2)
+    got = pre.resize([img])[0]
+    assert np.abs(got.astype(int) - ref.astype(int)).max() <= 1  # the issue's bar; Pillow 13: exactly 0
+    # staged (the data sets' in-memory form) preprocesses to the very same pixels
+    assert np.array_equal(pre.resize([pre.stage(img)])[0], got)
+
+
+def test_old_metadata_means_opencv_squash():
+    old = {
+        "size": 8,
+        "channels": 1,
+        "mean": [0.3],
+        "std": [0.2],
+        "resize": "cv2 INTER_AREA (shrink) / INTER_LINEAR (grow)",
+    }
+    pre = Preprocess.from_dict(old)
+    assert (pre.resize_mode, pre.crop_pct, pre.interpolation) == ("squash", 1.0, "area")
+    big = np.random.default_rng(0).integers(0, 256, (40, 40, 1), dtype=np.uint8)
+    import cv2
+
+    assert np.array_equal(pre.resize([big])[0][:, :, 0], cv2.resize(big, (8, 8), interpolation=cv2.INTER_AREA))

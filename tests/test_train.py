@@ -3,6 +3,7 @@ from __future__ import annotations
 import itertools
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -38,16 +39,13 @@ def test_same_seed_same_model_and_resume_continues_exactly(tmp_path):
     b = torch.load(again.checkpoint, weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
 
-    # Interrupt after 2 epochs (a 2-epoch run with the 3-epoch schedule), then resume.
+    # Resuming a finished run would end at once and rewrite the old best as if new: refused.
     part = tmp_path / "part"
     train(TrainConfig(**{**cfg.to_dict(), **small, "epochs": 3}), part, progress=False)
     last = torch.load(part / "last.pt", weights_only=True)
     assert last["epoch"] == 2
-    # Rewind last.pt to epoch 1 by training 2 epochs of the same schedule is not possible
-    # without the scheduler knowing the total, so resume from a finished run must be a no-op:
-    resumed = train(TrainConfig(**{**cfg.to_dict(), **small}), part, resume=True, progress=False)
-    c = torch.load(resumed.checkpoint, weights_only=True)["model"]
-    assert all(torch.equal(a[k], c[k]) for k in a)
+    with pytest.raises(ArtifactError, match=r"already has 3 epochs.*--epochs larger than 3"):
+        train(TrainConfig(**{**cfg.to_dict(), **small}), part, resume=True, progress=False)
 
 
 def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path, monkeypatch):
@@ -93,3 +91,68 @@ def test_missing_and_corrupt_checkpoints(tmp_path):
     torch.save({"weights": torch.zeros(2)}, other)
     with pytest.raises(ArtifactError, match="not an edgevit checkpoint"):
         load_checkpoint(other)
+
+
+def test_cli_refuses_nan_learning_rate_in_one_line(tmp_path, capsys):
+    from edgevit.cli import main
+
+    assert main(["train", "--lr", "nan", "--out", str(tmp_path), "-q"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "lr must be a number" in err
+
+
+def test_resume_from_a_copied_checkpoint_is_refused(nano_artifacts, tmp_path):
+    import shutil
+
+    shutil.copy(nano_artifacts.checkpoint, tmp_path / "last.pt")
+    with pytest.raises(ArtifactError, match=r"not a resumable last\.pt"):
+        train(TrainConfig(epochs=20, threads=1), tmp_path, resume=True, progress=False)
+
+
+def test_folder_training_streams_from_disk_with_workers(tmp_path):
+    from image_folders import make_image_folder
+
+    root = make_image_folder(tmp_path / "data", {"a": 24, "b": 24}, size=28)
+    cfg = TrainConfig(data=str(root), epochs=2, threads=1, workers=1, batch_size=16)
+    notes = []
+    r = train(cfg, tmp_path / "run", progress=False, log=notes.append)
+    ckpt = torch.load(r.checkpoint, weights_only=True)
+    assert ckpt["model_config"]["img_size"] == 16  # 28 px images, nano's default cap
+    assert any("training at 16 px" in n for n in notes)
+    assert len(r.metrics["history"]) == 2
+
+
+def test_fine_tuning_new_head_and_frozen_backbone(nano_artifacts, tmp_path):
+    from edgevit.data import load_digits
+
+    ds = load_digits()
+    keep = ds.train.labels < 3
+    sub = type(ds)(
+        ds.source,
+        ds.class_names[:3],
+        ds.train.subset(np.flatnonzero(keep)),
+        *(s.subset(np.flatnonzero(s.labels < 3)) for s in (ds.val, ds.test)),
+    )
+    cfg = TrainConfig.finetuning(str(nano_artifacts.checkpoint), epochs=1, threads=1, freeze_backbone=True)
+    r = train(cfg, tmp_path, progress=False, dataset=sub)
+    new = torch.load(r.checkpoint, weights_only=True)["model"]
+    old = torch.load(nano_artifacts.checkpoint, weights_only=True)["model"]
+    assert new["head.weight"].shape == (3, 64)
+    assert torch.equal(new["blocks.0.attn.qkv.weight"], old["blocks.0.attn.qkv.weight"])  # frozen
+    assert any("new head for 3 classes" in n for n in r.metrics["notes"])
+
+
+@pytest.mark.slow
+def test_pretrained_8px_weights_transfer_to_16px(tmp_path):
+    """The nano model trained on 8 px digits and fine-tuned at 16 px (position embeddings
+    resampled) beats the same model trained at 16 px from scratch for as many epochs."""
+    pre = train(TrainConfig(epochs=40, seed=0, threads=1), tmp_path / "8px", progress=False)
+    epochs = 6
+    tuned = train(
+        TrainConfig.finetuning(str(pre.checkpoint), img_size=16, epochs=epochs, seed=0, threads=1),
+        tmp_path / "ft16",
+        progress=False,
+    )
+    scratch = train(TrainConfig(img_size=16, epochs=epochs, seed=0, threads=1), tmp_path / "s16", progress=False)
+    assert any("resampled from a 4x4 to a 8x8 grid" in n for n in tuned.metrics["notes"])
+    assert tuned.metrics["test_acc"] > scratch.metrics["test_acc"] + 0.05

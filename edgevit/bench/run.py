@@ -31,11 +31,11 @@ from typing import Any
 import numpy as np
 
 from edgevit import __version__
-from edgevit.artifacts import read_onnx_info
+from edgevit.artifacts import ArtifactInfo, read_onnx_info
 from edgevit.bench.measure import WallTimer, peak_rss_mb, plain_ort_session, summarize, timer_for
 from edgevit.bench.memory import measure_memory
 from edgevit.bench.variants import ort_default_int8, policy_variant, random_images
-from edgevit.config import PRESETS, ViTConfig
+from edgevit.config import PRESETS
 from edgevit.errors import BackendError, EdgeVitError
 from edgevit.preprocess import Preprocess
 from edgevit.sysinfo import cpu_count, cpu_model, describe_machine
@@ -128,7 +128,7 @@ class Target:
     preprocess: Preprocess
     timer: Any = field(default_factory=WallTimer)
     note: str | Callable[[], str] = ""  # a callable is read when the report is written
-    config: ViTConfig | None = None
+    info: ArtifactInfo | None = None  # the artifact's self-description (its shape names the group)
     spec: dict[str, Any] = field(default_factory=dict)  # how a fresh process loads it (memory)
     max_batch: int | None = None  # a TensorRT profile's largest batch; larger cases are skipped
     runner: Any = None  # the runtime runner behind ``infer``, when there is one
@@ -153,12 +153,15 @@ class Target:
         }
 
 
-def group_name(cfg: ViTConfig) -> str:
-    """The preset's name when the model has a preset's shape, else a short shape tag."""
-    for name, p in PRESETS.items():
-        if p.replace(num_classes=cfg.num_classes) == cfg:
-            return name
-    return f"vit{cfg.img_size}px-d{cfg.depth}-w{cfg.embed_dim}"
+def group_name(info: ArtifactInfo) -> str:
+    """The preset's name when the model has a preset's shape, else a short shape tag (an
+    imported ONNX without a model config: its input size and class count)."""
+    cfg = info.model_config
+    if cfg is not None:
+        for name, p in PRESETS.items():
+            if p.replace(num_classes=cfg.num_classes) == cfg:
+                return name
+    return info.shape_name()
 
 
 def default_backends() -> list[str]:
@@ -206,7 +209,7 @@ def _runtime_target(
         preprocess=model.preprocess,
         timer=timer_for(model.runner),
         note=note,
-        config=model.info.model_config,
+        info=model.info,
         max_batch=model.runner.max_batch,
         runner=model.runner,
         spec={
@@ -284,7 +287,7 @@ def _torch_target(checkpoint: Path, threads: int) -> Target:
         with torch.inference_mode():
             return model(torch.from_numpy(x)).numpy()
 
-    group = group_name(info.model_config)
+    group = group_name(info)
     return Target(
         id=f"{group}/torch-fp32",
         group=group,
@@ -320,14 +323,14 @@ def build_targets(cfg: BenchConfig, threads: int, log: Callable[[str], None]) ->
             raise EdgeVitError(f"{path} does not exist")
         if path.suffix.lower() in (".engine", ".plan"):
             t = _runtime_target("", "", "", "", path, "tensorrt", threads)
-            t.group = group_name(t.config) if t.config else path.stem
+            t.group = group_name(t.info) if t.info else path.stem
             t.kind = f"trt-{t.precision}"
             t.id = f"{t.group}/{t.kind}:{path.stem}"
             t.label = f"TensorRT engine {path.name}"
             targets.append(t)
             continue
         info = read_onnx_info(path)
-        group = group_name(info.model_config)
+        group = group_name(info)
         role = "int8" if info.precision == "int8" else "fp32"
         slot = onnx_by_group.setdefault(group, {})
         if role in slot:

@@ -69,9 +69,10 @@ def quantize_onnx(
         nonlocal ds
         if ds is None:
             source = data or info.data
-            cfg_model = info.model_config
+            if not source:
+                raise DataError(f"{model_path} does not say which data it was trained on; pass --data DIR")
             try:
-                ds = load_dataset(source, size=cfg_model.img_size, channels=cfg_model.in_chans)
+                ds = load_dataset(source, preprocess=info.preprocess)
             except DataError as exc:
                 raise DataError(f"cannot load calibration images from {source!r} ({exc}); pass --data") from exc
         return ds

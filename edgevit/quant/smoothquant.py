@@ -11,8 +11,12 @@ MatMul/Gemm for TensorRT.
 
 Between the LayerNorm and the weighted op only ops that keep the channel (last) axis
 where it is may stand: ``Gather``/``Slice`` on another axis (the class token picked for the
-head), ``Squeeze``/``Unsqueeze``/``Identity``. The LayerNorm may be the
-``LayerNormalization`` op or its decomposed form ending in ``Mul(gamma) -> Add(beta)``.
+head), ``Squeeze``/``Unsqueeze``/``Identity``; ``Shape`` may read the LayerNorm output too
+(timm and Hugging Face exports size their reshapes from it: a shape does not change when
+the values are scaled). The LayerNorm may be the ``LayerNormalization`` op or its
+decomposed form ending in ``Mul(gamma) -> Add(beta)``. A gamma or beta initializer that
+several LayerNorms share (exporters merge equal tensors) gets a private copy before it is
+scaled.
 
 :func:`inject_outliers` is the inverse with a large factor on a few channels: a model with
 the same function whose LayerNorm outputs carry the outliers trained ViTs have (for
@@ -50,6 +54,8 @@ class LayerNormPair:
         weights: their weight initializers.
         weight_in_axes: per weight, the axis of its input channels (0 for ``[K, N]``, 1 for
             a Gemm's ``[N, K]`` with ``transB=1``).
+        gamma_node, beta_node: the nodes that read gamma and beta (the LayerNorm, or the
+            decomposed form's ``Mul`` and ``Add``), to give them private copies.
     """
 
     norm: str
@@ -60,15 +66,18 @@ class LayerNormPair:
     layers: list[str]
     weights: list[str]
     weight_in_axes: list[int]
+    gamma_node: str = ""
+    beta_node: str = ""
 
 
 def _affine(
     node: Any, prod: dict[str, Any], inits: dict[str, Any], uses: dict[str, int]
-) -> tuple[str, str | None] | None:
-    """(gamma, beta) initializers of a LayerNorm ending at ``node``, each a vector used once."""
+) -> tuple[str, str | None, str, str] | None:
+    """(gamma, beta, gamma's node, beta's node) of a LayerNorm ending at ``node``: 1-D
+    initializers (shared ones are copied before scaling, see :func:`apply_channel_scales`)."""
 
     def vector(name: str) -> bool:
-        return name in inits and len(inits[name].dims) == 1 and uses.get(name, 0) == 1
+        return name in inits and len(inits[name].dims) == 1
 
     if node.op_type == "LayerNormalization":
         if G.int_attr(node, "axis", -1) != -1 or len(node.input) < 2 or not vector(node.input[1]):
@@ -76,7 +85,7 @@ def _affine(
         beta = node.input[2] if len(node.input) > 2 and node.input[2] else None
         if beta is not None and not vector(beta):
             return None
-        return node.input[1], beta
+        return node.input[1], beta, node.name, node.name
     if node.op_type != "Add":  # decomposed: ... Div -> Mul(gamma) -> Add(beta)
         return None
     beta = next((i for i in node.input if vector(i)), None)
@@ -88,7 +97,7 @@ def _affine(
     normed = prod.get(next((i for i in mul.input if i != gamma), ""))
     if gamma is None or normed is None or normed.op_type != "Div":
         return None
-    return gamma, beta
+    return gamma, beta, mul.name, node.name
 
 
 def _channel_keeping(node: Any, inits: dict[str, Any]) -> bool:
@@ -126,6 +135,9 @@ def find_layernorm_pairs(model: Any) -> list[LayerNormPair]:
         y = n.output[0]
         if y in outputs:
             continue
+        shared = [(v, node) for v, node in ((affine[0], affine[2]), (affine[1], affine[3])) if v and uses.get(v, 0) > 1]
+        if any(not node for _, node in shared):
+            continue  # a shared gamma/beta on a nameless node cannot be given its own copy
         # follow the channel-keeping ops to the weighted ops
         frontier, layers, inputs, weights, axes, ok = [y], [], [], [], [], True
         while frontier and ok:
@@ -135,6 +147,8 @@ def find_layernorm_pairs(model: Any) -> list[LayerNormPair]:
                 ok = False
                 break
             for u in users:
+                if u.op_type == "Shape":
+                    continue  # reads only the shape, which scaling keeps
                 if u.input[0] != t:
                     ok = False
                 elif u.op_type in ("MatMul", "Gemm"):
@@ -152,7 +166,18 @@ def find_layernorm_pairs(model: Any) -> list[LayerNormPair]:
                     ok = False
         if ok and layers:
             pairs.append(
-                LayerNormPair(n.name, y, affine[0], affine[1], list(dict.fromkeys(inputs)), layers, weights, axes)
+                LayerNormPair(
+                    n.name,
+                    y,
+                    affine[0],
+                    affine[1],
+                    list(dict.fromkeys(inputs)),
+                    layers,
+                    weights,
+                    axes,
+                    gamma_node=affine[2],
+                    beta_node=affine[3],
+                )
             )
     return pairs
 
@@ -194,6 +219,8 @@ def apply_channel_scales(model: Any, scales: dict[str, np.ndarray], pairs: list[
         if p is None:
             raise QuantizationError(f"{out!r} is not a LayerNorm output feeding weighted ops; cannot fold scales")
         s = np.asarray(s, dtype=np.float64)
+        _own(model, inits, p, "gamma")
+        _own(model, inits, p, "beta")
         gamma = G.to_array(inits[p.gamma])
         if s.shape != gamma.shape:
             raise QuantizationError(
@@ -205,6 +232,27 @@ def apply_channel_scales(model: Any, scales: dict[str, np.ndarray], pairs: list[
             G.store(inits[p.beta], G.to_array(inits[p.beta]) / s)
         for w, ax in zip(p.weights, p.weight_in_axes):
             G.store(inits[w], G.to_array(inits[w]) * (s[:, None] if ax == 0 else s[None, :]))
+
+
+def _own(model: Any, inits: dict[str, Any], pair: LayerNormPair, which: str) -> None:
+    """Give ``pair``'s LayerNorm a private copy of its gamma or beta when other nodes read
+    the same initializer (in place; the copy is named after the LayerNorm)."""
+    name = getattr(pair, which)
+    node_name = pair.gamma_node if which == "gamma" else pair.beta_node
+    if name is None or not node_name or sum(i == name for n in model.graph.node for i in n.input) <= 1:
+        return
+    from onnx import numpy_helper
+
+    copy = f"{name}.smoothquant.{pair.norm}"
+    if copy not in inits:
+        t = numpy_helper.from_array(G.to_array(inits[name]).copy(), copy)
+        model.graph.initializer.append(t)
+        inits[copy] = model.graph.initializer[-1]
+    node = next(n for n in model.graph.node if n.name == node_name)
+    for i, inp in enumerate(node.input):
+        if inp == name:
+            node.input[i] = copy
+    setattr(pair, which, copy)
 
 
 def inject_outliers(model: Any, channels: int = 4, factor: float = 50.0, seed: int = 0) -> dict[str, list[int]]:

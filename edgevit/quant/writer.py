@@ -88,6 +88,49 @@ def make_qdq_quantizer(model: Any, ranges: Any, nodes_to_exclude: list[str], op_
     return cls(**kwargs)
 
 
+def keep_float_consumers(model: Any) -> int:
+    """Give every consumer of a quantized activation other than a MatMul/Gemm/Conv data input
+    the float tensor back (in place); drop Q/DQ pairs left unused. Returns how many inputs
+    were re-pointed.
+
+    ONNX Runtime's quantizer replaces a tensor by its DequantizeLinear output in *every*
+    consumer. In graphs exported from timm or Hugging Face a quantized tensor (the input
+    image, a LayerNorm output) also feeds ``Shape`` nodes and the like; TensorRT wants Q/DQ
+    only where the weighted op reads. The float tensor is what those consumers read before
+    quantization, so the graph's function outside the weighted ops is unchanged.
+    """
+    graph = model.graph
+    prod = {o: n for n in graph.node for o in n.output}
+    float_of: dict[str, str] = {}  # DQ output -> the float tensor its Q quantizes
+    for n in graph.node:
+        if n.op_type == "DequantizeLinear":
+            q = prod.get(n.input[0])
+            if q is not None and q.op_type == "QuantizeLinear":
+                float_of[n.output[0]] = q.input[0]
+    moved = 0
+    for n in graph.node:
+        if n.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        for i, name in enumerate(n.input):
+            if name in float_of and not (n.op_type in WEIGHTED_OPS and i < 2):
+                n.input[i] = float_of[name]
+                moved += 1
+    for out in graph.output:
+        if out.name in float_of:  # never expected: a graph output is not quantized by our policy
+            raise QuantizationError(f"graph output {out.name!r} was quantized; report it with the model")
+    # drop Q/DQ nodes nothing reads any more (a tensor that only fed a Shape)
+    while True:
+        used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+        dead = [
+            n for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear") and n.output[0] not in used
+        ]
+        if not dead:
+            break
+        for n in dead:
+            graph.node.remove(n)
+    return moved
+
+
 def quantize_model(
     model_path: str | Path, table: CalibrationTable, out_path: str | Path, info: ArtifactInfo, cfg: QuantizeConfig
 ) -> dict[str, int]:
@@ -111,6 +154,7 @@ def quantize_model(
         quantizer.quantize_model()
     quantizer.model.topological_sort()
     qmodel = quantizer.model.model
+    rerouted = keep_float_consumers(qmodel)
     problems = check_qdq_graph(qmodel)
     if problems:
         raise QuantizationError(
@@ -130,6 +174,7 @@ def quantize_model(
         "transforms": applied,
         "float_layers": list(table.float_layers),
         "tensor_methods": table.method_counts(),
+        "float_consumers_rerouted": rerouted,
         **summary,
     }
     if "smoothquant" in table.transforms:
