@@ -437,9 +437,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.perf_counter()
     if args.write_mnist:
         write_mnist(Path(args.write_mnist))
-    fp32 = Path(args.model) if args.model else train_model(work / "digits-nano", "digits", args.epochs)
-    cases = [Case("digits", fp32, "digits"), Case("outliers", outlier_model(fp32, work), "digits")]
-    if args.folder:
+    cases = []
+    if {"digits", "outliers"} & set(args.cases):
+        fp32 = Path(args.model) if args.model else train_model(work / "digits-nano", "digits", args.epochs)
+        cases += [Case("digits", fp32, "digits")] if "digits" in args.cases else []
+        cases += [Case("outliers", outlier_model(fp32, work), "digits")] if "outliers" in args.cases else []
+    if args.folder and "folder" in args.cases:
         folder_fp32 = Path(args.folder_model) if args.folder_model else None
         if folder_fp32 is None:
             folder_fp32 = train_model(work / "folder-nano", args.folder, args.folder_epochs, args.folder_size)
@@ -473,6 +476,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--peer-python", help="python of a venv with nncf and nvidia-modelopt (peers are skipped without)")
     p.add_argument("--peers", nargs="*", default=list(PEERS), choices=list(PEERS))
     p.add_argument("--methods", nargs="*", default=list(METHODS), choices=METHODS, help="edgevit --method rows")
+    p.add_argument(
+        "--cases", nargs="+", default=["digits", "outliers", "folder"], choices=["digits", "outliers", "folder"]
+    )
     p.add_argument("--draws", type=int, default=5, help="calibration draws (seeds 0..N-1)")
     p.add_argument("--num-images", type=int, default=512)
     p.add_argument("--tiny", nargs="*", default=[], choices=METHODS, help="also time these methods on the tiny preset")

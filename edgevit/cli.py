@@ -153,6 +153,12 @@ def _add_quant_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--percentile", type=float, default=d.percentile, help="for --method percentile")
     p.add_argument("--num-images", type=int, default=d.num_images, help="calibration images from the training split")
     p.add_argument("--calib-seed", type=int, default=d.seed, help="which training images calibrate")
+    add_switch(
+        p,
+        "int8-attention",
+        d.int8_attention,
+        "also quantize the attention batch matmuls (Q.K^T, softmax.V); otherwise they stay in floating point",
+    )
     p.add_argument("--calib-dir", default="calib", help="where calibration tables and TensorRT caches go")
     add_switch(
         p,
@@ -193,6 +199,7 @@ def _quant_config(args: argparse.Namespace):
         budget=args.budget,
         min_agreement=args.budget_agreement,
         holdout_images=args.holdout_images,
+        int8_attention=args.int8_attention,
     )
 
 
@@ -210,6 +217,8 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     )
     s = r.summary
     extras = [t for t in ("smoothquant", "bias_correction") if t in r.table.transforms]
+    if r.table.settings.get("attention") == "float":
+        extras.append("attention in float")
     print(
         f"{r.path}: {s['quantized_ops']}/{s['weighted_ops']} MatMul/Gemm/Conv in INT8 "
         f"({r.table.method}{', ' + ', '.join(extras) if extras else ''}, {r.table.num_images} images); "

@@ -48,7 +48,7 @@ def test_export_quantize_validate_predict_info(nano_artifacts, tmp_path, digits)
     proc = run("quantize", str(onnx_path), "--num-images", "64", "--calib-dir", str(tmp_path / "calib"), "-q")
     assert proc.returncode == 0, proc.stderr
     int8 = tmp_path / "m.int8.onnx"
-    assert int8.exists() and "26/26" in proc.stdout
+    assert int8.exists() and "18/26" in proc.stdout and "attention in float" in proc.stdout
     assert len(list((tmp_path / "calib").glob("m-*.percentile.json"))) == 1
     assert len(list((tmp_path / "calib").glob("m-*.percentile.cache"))) == 1
 
@@ -78,8 +78,10 @@ def test_predict_on_every_cpu_backend_agrees(nano_artifacts, tmp_path, digits):
         paths.append(tmp_path / f"d{i}.png")
         cv2.imwrite(str(paths[-1]), digits.test.images[i])
     tops = {}
+    # the FP32 artifact: both compute the same function (INT8 integer kernels differ by backend
+    # and CPU: on CPUs without VNNI OpenVINO's u8 x s8 kernels saturate, ONNX Runtime's are avoided)
     for backend in ("onnxruntime", "openvino"):
-        proc = run("predict", str(nano_artifacts.int8_onnx), *map(str, paths), "--json", "--backend", backend)
+        proc = run("predict", str(nano_artifacts.fp32_onnx), *map(str, paths), "--json", "--backend", backend)
         assert proc.returncode == 0, proc.stderr
         tops[backend] = [json.loads(line)["top_k"][0]["index"] for line in proc.stdout.splitlines()]
     assert tops["onnxruntime"] == tops["openvino"] and len(tops["openvino"]) == 4

@@ -30,7 +30,7 @@ import numpy as np
 
 from edgevit.artifacts import ArtifactInfo, atomic_output, read_onnx_info, set_onnx_metadata
 from edgevit.preprocess import Preprocess
-from edgevit.quant.graph import WEIGHTED_OPS
+from edgevit.quant.graph import WEIGHTED_OPS, attention_matmuls
 from edgevit.quant.writer import POLICY, quiet_ort_quantizer
 
 VARIANTS = ("noattn", "u8act")  # policy variants the benchmark knows how to build
@@ -93,17 +93,6 @@ def ort_default_int8(fp32_path: str | Path, out_path: str | Path, images: np.nda
     }
     _write_with_metadata(proto, info, out_path)
     return out_path
-
-
-def attention_matmuls(proto: Any) -> list[str]:
-    """Names of MatMul nodes whose two inputs are both activations (Q @ K^T and attn @ V)."""
-    inits = {t.name for t in proto.graph.initializer}
-    consts = {o for n in proto.graph.node if n.op_type == "Constant" for o in n.output}
-    return [
-        n.name
-        for n in proto.graph.node
-        if n.op_type == "MatMul" and not any(i in inits or i in consts for i in n.input[:2])
-    ]
 
 
 def policy_variant(fp32_path: str | Path, out_path: str | Path, images: np.ndarray, variant: str) -> Path:

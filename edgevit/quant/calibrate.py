@@ -19,24 +19,33 @@ from edgevit.errors import DataError, QuantizationError
 from edgevit.quant.config import QuantizeConfig
 from edgevit.quant.table import CalibrationTable, TensorRange
 
+# A Softmax output's bound is never below this percentile of its values. Probabilities are
+# heavy-tailed: clipping at 99.99% (or by entropy/mse) cuts the large attention weights that
+# carry the attention, while the plain maximum rounds the many small ones coarsely; 99.999% did
+# better than both on the benchmark models (benchmarks/quant_accuracy.md).
+SOFTMAX_FLOOR_PERCENTILE = 99.999
 
-def known_ranges(model: Any, preprocess: Any, result: Any) -> dict[str, tuple[float, str]]:
-    """Tensor -> (symmetric bound, how) for the tensors whose range needs no clipping search:
-    the graph input (exactly what the preprocessing can produce from uint8 pixels) and the
-    outputs of Softmax (probabilities: their largest values carry the attention; percentile,
-    entropy and mse would clip them), including their value-preserving reshapes."""
-    out: dict[str, tuple[float, str]] = {}
+
+def input_range(model: Any, preprocess: Any, result: Any) -> dict[str, float]:
+    """The network input's symmetric bound: exactly what the preprocessing can produce from
+    uint8 pixels (never clipped: an image's brightest pixels are often what tells classes
+    apart), for the graph input and its value-preserving reshapes."""
     mean, std = np.asarray(preprocess.mean, np.float64), np.asarray(preprocess.std, np.float64)
     lo, hi = (0.0 - mean) / std, (1.0 - mean) / std
-    input_name = model.graph.input[0].name
-    out[input_name] = (float(max(np.abs(lo).max(), np.abs(hi).max())), "input")
+    bound = float(max(np.abs(lo).max(), np.abs(hi).max()))
+    name = model.graph.input[0].name
+    names = [name] + [a for a, root in result.aliases.items() if root == name]
+    return {n: bound for n in names if n in result.stats or n in result.aliases}
+
+
+def softmax_floors(model: Any, result: Any) -> dict[str, float]:
+    """Softmax output (and its reshapes) -> the lowest bound it may get (see SOFTMAX_FLOOR_PERCENTILE)."""
+    out = {}
     for n in model.graph.node:
         if n.op_type == "Softmax" and n.output[0] in result.stats:
-            out[n.output[0]] = (float(min(1.0, result.stats[n.output[0]].amax)), "softmax")
-    for alias, root in result.aliases.items():
-        if root in out:
-            out[alias] = out[root]
-    return {k: v for k, v in out.items() if k in result.stats or k in result.aliases}
+            out[n.output[0]] = min(1.0, result.stats[n.output[0]].amax_for("percentile", SOFTMAX_FLOOR_PERCENTILE))
+    out.update({a: out[root] for a, root in result.aliases.items() if root in out})
+    return out
 
 
 def check_images(images: np.ndarray, source: str = "calibration set") -> None:
@@ -49,9 +58,21 @@ def check_images(images: np.ndarray, source: str = "calibration set") -> None:
             )
 
 
-def _activation_consumers(model: Any, op_types: tuple[str, ...]) -> dict[str, set[str]]:
+def float_nodes(model: Any, settings: dict[str, Any]) -> list[str]:
+    """Weighted nodes the policy recorded in ``settings`` keeps in floating point (the attention
+    batch matmuls, unless ``attention`` is ``int8``; tables without the key predate the choice
+    and quantized them)."""
+    from edgevit.quant.graph import attention_matmuls
+
+    return attention_matmuls(model) if settings.get("attention", "int8") == "float" else []
+
+
+def _activation_consumers(model: Any, op_types: tuple[str, ...], exclude: list[str]) -> dict[str, set[str]]:
     consumers_of: dict[str, set[str]] = {}
+    skip = set(exclude)
     for node in model.graph.node:
+        if node.name in skip:
+            continue
         for i, name in enumerate(node.input):
             if node.op_type in op_types and (i == 0 or (node.op_type == "MatMul" and i == 1)):
                 consumers_of.setdefault(name, set()).add(node.op_type)
@@ -146,19 +167,16 @@ def calibrate(
         transforms["bias_correction"] = {
             "input_means": {t: [float(v) for v in m] for t, m in means.items() if m is not None}
         }
-    consumers_of = _activation_consumers(model, cfg.op_types)
+    settings = cfg.settings()
+    consumers_of = _activation_consumers(model, cfg.op_types, float_nodes(model, settings))
     names = list(result.stats) + list(result.aliases)
     candidates = {n: result.get(n).candidates(cfg.percentile) for n in names}
     chosen_method = {n: ("entropy" if cfg.method == "auto" else cfg.method) for n in names}
     amax = {n: candidates[n][chosen_method[n]] for n in names}
-    # tensors whose range is known by construction take it whatever the method: clipping them
-    # only loses the values that matter most (the network input's bright pixels, the largest
-    # attention probabilities)
-    known = known_ranges(model, info.preprocess, result)
-    for n, (bound, _) in known.items():
+    fixed = input_range(model, info.preprocess, result)
+    for n, bound in fixed.items():
         candidates[n] = dict.fromkeys(candidates[n], bound)
         amax[n] = bound
-    settings = cfg.settings()
     settings["calibration_batch"] = batch
     if cfg.method == "auto":
         from edgevit.quant.layer_error import choose, layer_errors
@@ -168,7 +186,7 @@ def calibrate(
         for n in names:
             chosen_method[n] = "percentile"
             amax[n] = candidates[n]["percentile"]
-        search = {t: c for t, c in candidates.items() if t in consumers_of and t not in known}
+        search = {t: c for t, c in candidates.items() if t in consumers_of and t not in fixed}
         sub = images[: cfg.auto_images]
         errors = layer_errors(
             model,
@@ -181,7 +199,10 @@ def calibrate(
             chosen_method[t], amax[t] = method, candidates[t][method]
         settings["auto"] = "per tensor, the bound that least changes its reader's output (layer output error)"
         settings["auto_images_used"] = len(sub)
-    chosen_method.update((n, how) for n, (_, how) in known.items())
+    chosen_method.update(dict.fromkeys(fixed, "input"))
+    for n, floor in softmax_floors(model, result).items():
+        if amax[n] < floor:
+            amax[n], chosen_method[n] = floor, "softmax-floor"
     tensors: dict[str, TensorRange] = {}
     for name in names:
         st = result.get(name)

@@ -105,3 +105,14 @@ def weight_fake_quant(w: np.ndarray, axis: int) -> np.ndarray:
 def opset(model: Any) -> int:
     """The default-domain opset of ``model``."""
     return max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
+
+
+def attention_matmuls(model: Any) -> list[str]:
+    """Names of the MatMul nodes whose two inputs are both activations: a transformer's
+    attention batch matmuls (``Q @ K^T`` and ``softmax @ V``). A weight counts as constant
+    also behind its Q/DQ nodes (in a quantized model)."""
+    constant = set(initializers(model)) | {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+    for n in model.graph.node:  # graph order: a DQ's input is known before the DQ
+        if n.op_type in ("QuantizeLinear", "DequantizeLinear") and n.input[0] in constant:
+            constant.add(n.output[0])
+    return [n.name for n in model.graph.node if n.op_type == "MatMul" and not any(i in constant for i in n.input[:2])]

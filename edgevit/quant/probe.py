@@ -21,12 +21,16 @@ from edgevit.errors import QuantizationError
 from edgevit.quant.graph import WEIGHTED_OPS, weight_axis, weight_fake_quant
 
 
-def quantized_inputs(model: Any, op_types: Sequence[str] = WEIGHTED_OPS) -> dict[str, list[tuple[int, str]]]:
+def quantized_inputs(
+    model: Any, op_types: Sequence[str] = WEIGHTED_OPS, exclude: Sequence[str] = ()
+) -> dict[str, list[tuple[int, str]]]:
     """Node name -> its (input index, tensor) pairs that get Q/DQ: input 0, and input 1
-    (a weight, or the second activation of an attention batch matmul)."""
+    (a weight, or the second activation of an attention batch matmul); nodes in ``exclude``
+    (kept in floating point by the policy) have none."""
     out: dict[str, list[tuple[int, str]]] = {}
+    skip = set(exclude)
     for i, n in enumerate(model.graph.node):
-        if n.op_type in op_types:
+        if n.op_type in op_types and n.name not in skip:
             name = n.name or f"{n.op_type}_{i}"
             out[name] = [(idx, n.input[idx]) for idx in (0, 1) if idx < len(n.input) and n.input[idx]]
     return out
@@ -39,9 +43,16 @@ class FakeQuantProbe:
         model: FP32 ``onnx.ModelProto`` (after any smoothing/bias correction).
         op_types: quantized op types.
         threads: ONNX Runtime intra-op threads.
+        exclude: nodes the policy keeps in floating point (no fake quantizer at all).
     """
 
-    def __init__(self, model: Any, op_types: Sequence[str] = WEIGHTED_OPS, threads: int | None = None):
+    def __init__(
+        self,
+        model: Any,
+        op_types: Sequence[str] = WEIGHTED_OPS,
+        threads: int | None = None,
+        exclude: Sequence[str] = (),
+    ):
         import onnx
         import onnxruntime as ort
         from onnx import TensorProto, helper, numpy_helper
@@ -50,7 +61,7 @@ class FakeQuantProbe:
         m.CopyFrom(model)
         g = m.graph
         inits = {t.name: t for t in g.initializer}
-        self.layers = quantized_inputs(m, op_types)
+        self.layers = quantized_inputs(m, op_types, exclude)
         self.activations: list[str] = []
         for pairs in self.layers.values():
             for _, t in pairs:

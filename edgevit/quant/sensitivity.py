@@ -176,14 +176,14 @@ def choose_fallback(
     ``cfg.budget``/``cfg.min_agreement``; writes both into ``table`` and returns the report."""
     import onnx
 
-    from edgevit.quant.calibrate import check_images, prepare_model, progress_bar
+    from edgevit.quant.calibrate import check_images, float_nodes, prepare_model, progress_bar
 
     if len(images) < 2:
         raise DataError(f"the sensitivity scan needs at least 2 held-out images, got {len(images)}")
     check_images(images, "held-out slice")
     model = onnx.load(str(model_path))
     prepare_model(model, table.transforms)
-    probe = FakeQuantProbe(model, cfg.op_types, threads=cfg.threads)
+    probe = FakeQuantProbe(model, cfg.op_types, threads=cfg.threads, exclude=float_nodes(model, table.settings))
     amax = {t: table.tensors[t].amax for t in probe.activations if t in table.tensors}
     missing = [t for t in probe.activations if t not in amax]
     if missing:

@@ -21,7 +21,7 @@ import numpy as np
 
 from edgevit.artifacts import ArtifactInfo, atomic_output, set_onnx_metadata
 from edgevit.errors import QuantizationError
-from edgevit.quant.calibrate import prepare_model
+from edgevit.quant.calibrate import float_nodes, prepare_model
 from edgevit.quant.config import QuantizeConfig
 from edgevit.quant.graph import WEIGHTED_OPS
 from edgevit.quant.rules import check_qdq_graph, summarize_qdq
@@ -150,7 +150,8 @@ def quantize_model(
         {name: (np.float32(-r.amax), np.float32(r.amax)) for name, r in table.tensors.items() if r.quantized},
     )
     with quiet_ort_quantizer():
-        quantizer = make_qdq_quantizer(model, ranges, list(table.float_layers), list(cfg.op_types))
+        exclude = list(table.float_layers) + float_nodes(model, table.settings)
+        quantizer = make_qdq_quantizer(model, ranges, exclude, list(cfg.op_types))
         quantizer.quantize_model()
     quantizer.model.topological_sort()
     qmodel = quantizer.model.model

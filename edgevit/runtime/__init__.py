@@ -31,6 +31,7 @@ def load(
     threads: int | None = None,
     precision: str = "default",
     parallel: str = "auto",
+    int8: str = "auto",
 ) -> Model:
     """Load an artifact and return a :class:`Model` with ``predict``.
 
@@ -50,6 +51,10 @@ def load(
             ``batch`` (one slice of the batch per thread, for throughput) or ``ops``
             (ONNX Runtime's intra-op threads, for the latency of one image); see
             :mod:`edgevit.runtime.ort_backend`.
+        int8: how ONNX Runtime on the CPU computes an INT8 Q/DQ model: ``auto`` (its integer
+            kernels, except on x86 CPUs without VNNI, where they saturate: there the Q/DQ graph
+            in float, exactly what the artifact and TensorRT compute; ``model.backend`` then
+            ends in ``:int8-exact``), ``integer`` or ``exact``.
     """
     path = Path(path)
     if not path.exists():
@@ -70,6 +75,8 @@ def load(
         )
     if precision != "default" and backend != "openvino":
         raise BackendError(f"precision={precision!r} is an OpenVINO setting; use backend='openvino' or leave it out")
+    if int8 != "auto" and backend != "onnxruntime":
+        raise BackendError(f"int8={int8!r} is an ONNX Runtime setting; use backend='onnxruntime' or leave it out")
     if parallel != "auto" and backend != "onnxruntime":
         raise BackendError(
             f"parallel={parallel!r} is an ONNX Runtime setting; use backend='onnxruntime' or leave it out"
@@ -87,7 +94,7 @@ def load(
             raise ArtifactError(f"{path}: the ONNX Runtime backend loads .onnx models, not {suffix!r}")
         from edgevit.runtime.ort_backend import OnnxRuntimeRunner
 
-        runner = OnnxRuntimeRunner(path, provider=provider, threads=threads, parallel=parallel)
+        runner = OnnxRuntimeRunner(path, provider=provider, threads=threads, parallel=parallel, int8=int8)
         # the metadata comes from the session the runner already built: one session, not two
         meta = runner.session.get_modelmeta().custom_metadata_map
         return Model(runner, ArtifactInfo.from_metadata(meta, where=str(path)), path=path, batch_size=batch_size)

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from edgevit.errors import ArtifactError, BackendError, first_line
-from edgevit.sysinfo import cpu_count
+from edgevit.sysinfo import cpu_count, int8_dot_saturates
 
 PROVIDERS = {
     "cpu": "CPUExecutionProvider",
@@ -46,6 +46,7 @@ PROVIDERS = {
     "tensorrt": "TensorrtExecutionProvider",
 }
 PARALLEL_MODES = ("auto", "batch", "ops")
+INT8_MODES = ("auto", "integer", "exact")
 TIMING_RUNS = 3  # timed rounds (one run per mode each) when a bucket is first seen, after a warm-up
 TIMING_BUDGET_S = 0.25  # per mode: no further round once the timed runs took this long on average
 TIMING_MAX_IMAGES = 32  # buckets are timed on at most this many images of the first call
@@ -69,6 +70,10 @@ class OnnxRuntimeRunner:
             module docstring). GPU providers always run a call as one batch.
         rewrite: rewrite ONNX Runtime's optimized INT8 graph for the CPU (in memory, checked
             to keep the outputs). Off for GPU providers.
+        int8: how the CPU computes an INT8 Q/DQ model: ``integer`` (ONNX Runtime's integer
+            kernels), ``exact`` (its Q/DQ graph in float: what the artifact and TensorRT
+            compute) or ``auto`` (integer, except on x86 CPUs without VNNI, whose u8 x s8
+            kernels saturate and drift from the Q/DQ graph: exact there, and ``name`` says so).
     """
 
     def __init__(
@@ -78,6 +83,7 @@ class OnnxRuntimeRunner:
         threads: int | None = None,
         parallel: str = "auto",
         rewrite: bool = True,
+        int8: str = "auto",
     ):
         import onnxruntime as ort
 
@@ -87,6 +93,8 @@ class OnnxRuntimeRunner:
             raise BackendError(f"unknown parallel mode {parallel!r}; choose one of {list(PARALLEL_MODES)}")
         if threads is not None and threads < 1:
             raise BackendError(f"threads must be at least 1, got {threads}")
+        if int8 not in INT8_MODES:
+            raise BackendError(f"unknown int8 mode {int8!r}; choose one of {list(INT8_MODES)}")
         ep = PROVIDERS[provider]
         available = ort.get_available_providers()
         if ep not in available:
@@ -100,8 +108,13 @@ class OnnxRuntimeRunner:
         # Batch slicing and timing only matter on the CPU, with more than one thread.
         self.parallel = parallel if ep == "CPUExecutionProvider" and self.threads > 1 else "ops"
         self._model: str | bytes = str(self.path)
+        on_cpu = ep == "CPUExecutionProvider"
+        # Q/DQ computed in float instead of ONNX Runtime's saturating u8 x s8 kernels
+        self.exact_int8 = on_cpu and (int8 == "exact" or (int8 == "auto" and int8_dot_saturates()))
         self.rewrites = "off"
-        if rewrite and ep == "CPUExecutionProvider":
+        if self.exact_int8:
+            self.rewrites = "off (INT8 computed exactly, dequantized: integer kernels would saturate on this CPU)"
+        elif rewrite and on_cpu:
             self._rewrite()
         self._lock = threading.Lock()  # lazily built sessions and pool
         self._timing_lock = threading.Lock()  # one bucket timed at a time
@@ -123,7 +136,9 @@ class OnnxRuntimeRunner:
         # bucket -> "ops", "batch" or "single": fixed by `parallel`, or timed on first use
         self.modes: dict[int, str] = {}
         self.output_names = [o.name for o in self.session.get_outputs()]
-        self.name = f"onnxruntime:{self.session.get_providers()[0]}"
+        if self.exact_int8 and self.session.get_modelmeta().custom_metadata_map.get("edgevit.precision") == '"fp32"':
+            self.exact_int8, self.rewrites = False, "no CPU rewrites apply"  # nothing to quantize: say nothing
+        self.name = f"onnxruntime:{self.session.get_providers()[0]}" + (":int8-exact" if self.exact_int8 else "")
         self.max_batch: int | None = None
 
     @property
@@ -163,6 +178,8 @@ class OnnxRuntimeRunner:
         # the cores of the others (about neutral for the session itself, measured)
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.log_severity_level = 3  # errors only: ORT's warnings are not the user's business
+        if self.exact_int8:  # keep Q -> DQ -> float op: no fusion into integer kernels
+            opts.add_session_config_entry("session.disable_quant_qdq", "1")
         try:
             return ort.InferenceSession(self._model, sess_options=opts, providers=self._providers)
         except Exception as exc:

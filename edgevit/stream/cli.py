@@ -108,11 +108,11 @@ def find_default_model(runs: Path = DEFAULT_RUNS) -> Path:
 class _Reporter:
     """Status line, progress bar for files, event lines; all on stderr."""
 
-    def __init__(self, stream: Any, quiet: bool, out: TextIO = sys.stderr):
+    def __init__(self, stream: Any, quiet: bool, out: TextIO | None = None):
         self.stream = stream
         self.quiet = quiet
-        self.out = out
-        self.tty = out.isatty()
+        self.out = out if out is not None else sys.stderr  # looked up now: sys.stderr may be replaced
+        self.tty = self.out.isatty()
         self.bar: Any = None
         self.last = 0.0
         self.interval = 0.5 if self.tty else 5.0

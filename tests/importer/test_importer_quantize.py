@@ -16,6 +16,7 @@ from foreign import write_safetensors
 from edgevit import runtime
 from edgevit.importer.core import ImportOptions, import_model
 from edgevit.quant.config import QuantizeConfig
+from edgevit.quant.graph import attention_matmuls
 from edgevit.quant.quantize import quantize_onnx
 from edgevit.quant.rules import check_qdq_graph
 
@@ -82,7 +83,8 @@ def test_import_quantize_validate(name, imported, color_folder):
 
     qmodel = onnx.load(str(q.path))
     assert check_qdq_graph(qmodel) == []
-    assert q.summary["quantized_ops"] == q.summary["weighted_ops"]
+    # every Linear and the patch embedding in INT8; the attention batch matmuls in float
+    assert q.summary["quantized_ops"] == q.summary["weighted_ops"] - len(attention_matmuls(onnx.load(str(fp32)))) >= 10
     assert "smoothquant" in q.table.transforms and len(q.table.transforms["smoothquant"]["scales"]) == 5
     from edgevit.data import load_dataset
 
@@ -102,7 +104,10 @@ def test_foreign_graphs_quantize_at_other_opsets(opset, trained_timm, tmp_path, 
     q = quantize_onnx(
         fp32, None, QuantizeConfig(num_images=32), calib_dir=tmp_path / "calib", data=str(color_folder), progress=False
     )
-    assert q.summary["quantized_ops"] == q.summary["weighted_ops"] > 10
+    import onnx
+
+    attention = attention_matmuls(onnx.load(str(fp32)))
+    assert attention and q.summary["quantized_ops"] == q.summary["weighted_ops"] - len(attention) > 10
 
 
 def test_unsimplified_foreign_graph_still_quantizes(trained_timm, tmp_path, color_folder):
@@ -136,7 +141,8 @@ def test_smoothquant_finds_every_layernorm_pair_in_foreign_graphs(trained_timm, 
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorrt_rtx") is None, reason="tensorrt-rtx is not installed")
 def test_imported_int8_models_parse_and_build_with_tensorrt(imported, color_folder, tmp_path):
-    from edgevit.engine.builder import BuildOptions, build_engine
+    from edgevit.engine.build import build_engine
+    from edgevit.engine.options import BuildOptions
 
     for name in ("timm", "onnx17"):
         q = quantize_onnx(
@@ -151,7 +157,7 @@ def test_imported_int8_models_parse_and_build_with_tensorrt(imported, color_fold
             onnx=q.path, precision="best", engines_dir=tmp_path / "engines", allow_rtx=True, prefer_rtx=True
         )
         result = build_engine(opts, write=False)
-        assert result.plan_bytes > 10_000
+        assert result.engine_bytes > 10_000
 
 
 def test_imported_artifact_serves_through_the_cli(imported, color_folder, tmp_path, capsys):

@@ -10,6 +10,7 @@ from edgevit.artifacts import read_onnx_info, sha256_file
 from edgevit.errors import ArtifactError, DataError, EdgeVitError, QuantizationError
 from edgevit.quant.calibrate import calibration_indices
 from edgevit.quant.config import QuantizeConfig
+from edgevit.quant.graph import attention_matmuls
 from edgevit.quant.quantize import quantize_onnx
 from edgevit.quant.rules import check_qdq_graph
 from edgevit.quant.table import CalibrationTable, read_trt_cache
@@ -47,7 +48,12 @@ def test_qdq_rules_hold_node_by_node(nano_artifacts):
 
     weighted = [n for n in nodes if n.op_type in ("MatMul", "Gemm", "Conv")]
     assert len(weighted) == 26  # conv + 4 blocks x (qkv, 2 attention bmm, proj, fc1, fc2) + head
+    attention = set(attention_matmuls(model))
+    assert len(attention) == 8
     for n in weighted:
+        if n.name in attention:  # the policy keeps the attention batch matmuls in floating point
+            assert all(producer.get(i) is None or producer[i].op_type != "DequantizeLinear" for i in n.input)
+            continue
         for idx in (0, 1):
             dq = producer.get(n.input[idx])
             assert dq is not None and dq.op_type == "DequantizeLinear", f"{n.name} input {idx} not quantized"
@@ -145,7 +151,7 @@ def test_calibration_table_and_cache_describe_the_model(nano_artifacts):
     assert table.model_sha256 == sha256_file(nano_artifacts.fp32_onnx)
     assert table.image_source == "digits:train" and table.num_images == 256 and table.method == "percentile"
     quantized = {n for n, r in table.tensors.items() if r.quantized}
-    assert "images" in quantized and len(quantized) >= 20
+    assert "images" in quantized and len(quantized) >= 15  # the attention matmuls' inputs stay float
     assert len(table.tensors) > len(quantized)  # every float tensor is in the TensorRT cache
     for r in table.tensors.values():
         assert r.amax <= max(abs(r.min), abs(r.max)) + 1e-6
@@ -154,7 +160,8 @@ def test_calibration_table_and_cache_describe_the_model(nano_artifacts):
     assert set(scales) == set(table.tensors)
     info = read_onnx_info(nano_artifacts.int8_onnx)
     assert info.precision == "int8" and info.source_sha256 == table.model_sha256
-    assert info.extra["quantization"]["quantized_ops"] == 26
+    assert info.extra["quantization"]["quantized_ops"] == 18  # attention batch matmuls in float
+    assert info.extra["quantization"]["settings"]["attention"] == "float"
 
 
 def test_calibration_uses_training_images_only(nano_artifacts, digits, monkeypatch, tmp_path):
@@ -220,3 +227,17 @@ def test_bad_calibration_requests(nano_artifacts, tmp_path):
     with pytest.raises(DataError, match="pass --data"):
         quantize_onnx(nano_artifacts.fp32_onnx, tmp_path / "z.onnx", data=str(tmp_path / "nowhere"))
     assert not list(tmp_path.glob("*.onnx"))
+
+
+def test_int8_attention_quantizes_the_attention_matmuls_too(nano_artifacts, tmp_path):
+    r = quantize_onnx(
+        nano_artifacts.fp32_onnx,
+        tmp_path / "att.onnx",
+        QuantizeConfig(num_images=64, int8_attention=True),
+        calib_dir=tmp_path,
+        progress=False,
+    )
+    assert r.summary["quantized_ops"] == 26 and r.table.settings["attention"] == "int8"
+    assert check_qdq_graph(onnx.load(str(r.path))) == []
+    softmax = [t for t in r.table.tensors.values() if t.quantized and t.method in ("percentile", "softmax-floor")]
+    assert softmax  # the softmax outputs are quantized now, never below their 99.999th percentile
