@@ -157,7 +157,7 @@ def test_imported_int8_models_parse_and_build_with_tensorrt(imported, color_fold
             onnx=q.path, precision="best", engines_dir=tmp_path / "engines", allow_rtx=True, prefer_rtx=True
         )
         result = build_engine(opts, write=False)
-        assert result.engine_bytes > 10_000
+        assert result.engine_size > 10_000
 
 
 def test_imported_artifact_serves_through_the_cli(imported, color_folder, tmp_path, capsys):
