@@ -104,9 +104,11 @@ class Source(ABC):
 
 # -- OpenCV VideoCapture: cameras, network streams, video files ---------------------------
 
-# FFmpeg options for live network streams (read by OpenCV at every open): TCP, and no
-# buffering while the stream is probed (otherwise the first second comes out stale).
-FFMPEG_CAPTURE_OPTIONS = "rtsp_transport;tcp|fflags;nobuffer"
+# FFmpeg options for network streams, read by OpenCV at every FFmpeg open: RTSP over TCP.
+# They apply to every FFmpeg open in the process, files included, so nothing that changes
+# how files are read: "fflags;nobuffer" (no backlog from the probe) loses a video file's
+# first frames, and an FFV1 .mkv becomes unreadable. The backlog is skipped by the reader.
+FFMPEG_CAPTURE_OPTIONS = "rtsp_transport;tcp"
 # OpenCV's opens of cameras and streams: an RTSP open through FFmpeg probes the stream
 # until it has seen a keyframe and more (1-2 s at 15 fps here, over 5 s on a busy machine
 # now and then), a GStreamer pipeline or a CSI camera takes a second or two to start
@@ -195,18 +197,41 @@ class _CaptureReader:
 
     ``capture_time`` is the wall-clock capture time of the frame last read when the
     backend reports one (FFmpeg network streams: the sender's clock from RTCP sender
-    reports, known after the first report), else None.
+    reports, known after the first report), else None. With ``skip_backlog`` the first
+    read skips the frames FFmpeg buffered while it probed the stream (a second or two of
+    them, stale): they come out faster than half a frame interval each, a live one does not.
     """
 
-    def __init__(self, cap: Any, uri: str, live: bool, stamps: bool = False):
+    def __init__(self, cap: Any, uri: str, live: bool, stamps: bool = False, skip_backlog: bool = False):
         self.cap = cap
         self.uri = uri
         self.live = live
         self.capture_time: float | None = None
         self._stamps = stamps
+        self._skip_backlog = skip_backlog
+
+    def _grab_past_backlog(self) -> bool:
+        import cv2
+
+        fps = self.cap.get(cv2.CAP_PROP_FPS)
+        if not 1.0 <= fps <= 240.0:
+            return self.cap.grab()
+        half = 0.5 / fps
+        for _ in range(int(fps * 5)):  # the probe buffers a few seconds at most
+            t0 = time.monotonic()
+            if not self.cap.grab():
+                return False
+            if time.monotonic() - t0 > half:  # it had to wait for this one: live
+                break
+        return True
 
     def read(self) -> np.ndarray | None:
-        ok, frame = self.cap.read()
+        if self._skip_backlog:
+            self._skip_backlog = False
+            ok = self._grab_past_backlog()
+            ok, frame = self.cap.retrieve() if ok else (False, None)
+        else:
+            ok, frame = self.cap.read()
         if ok and frame is not None:
             if self._stamps:
                 self.capture_time = self._stamp()
@@ -316,8 +341,9 @@ class VideoCaptureSource(Source):
         fps = cap.get(cv2.CAP_PROP_FPS)
         if fps and 0 < fps < 1000 and self.fps is None:
             self.fps = float(fps)
-        stamps = self.live and api == cv2.CAP_FFMPEG and hasattr(cv2, "CAP_PROP_STREAM_OPEN_TIME_USEC")
-        return _CaptureReader(cap, self.uri, self.live, stamps)
+        ffmpeg_live = self.live and api == cv2.CAP_FFMPEG
+        stamps = ffmpeg_live and hasattr(cv2, "CAP_PROP_STREAM_OPEN_TIME_USEC")
+        return _CaptureReader(cap, self.uri, self.live, stamps, skip_backlog=ffmpeg_live)
 
 
 # -- images: a file, a folder, a glob ------------------------------------------------------

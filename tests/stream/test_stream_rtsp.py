@@ -15,6 +15,7 @@ import json
 import re
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,12 +23,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from rtsp_servers import SYSTEM_PY, RtspServer, SilentServer, free_port, rtsp_server_missing
-from stream_doubles import edgevit_command, linear_model, subprocess_env
+from rtsp_servers import SERVERS, SYSTEM_PY, RtspServer, SilentServer, free_port, rtsp_server_missing
+from stream_doubles import edgevit_command, linear_model, subprocess_env, write_video
 
 from edgevit.stream import CaptureError, FrameResult, Stream
 from edgevit.stream.loop import JOIN_S, POLL_S
 from edgevit.stream.sources import MIN_OPEN_TIMEOUT_S, gstreamer_available, open_source, rtsp_pipeline
+
+sys.path.insert(0, str(SERVERS))
+import framecode
 
 pytestmark = [
     pytest.mark.slow,
@@ -142,6 +146,21 @@ def test_decoder_runs_one_thread_for_live_streams(servers) -> None:
         finally:
             reader.close()
     pytest.fail("no frame in 3 opens")
+
+
+def test_a_stream_starts_fresh_and_a_video_file_next_to_it_loses_no_frame(servers, tmp_path: Path) -> None:
+    """FFmpeg's stream options apply to every FFmpeg open in the process: they must not
+    change how files are read (fflags=nobuffer dropped a file's first frames). The frames
+    FFmpeg buffered while probing the stream (about 2 s of it) are skipped."""
+    srv = servers()
+    video = write_video(tmp_path / "v.mkv", [np.full((32, 32, 3), 4 * i, np.uint8) for i in range(40)], codec="FFV1")
+    run = Run(stream([srv.url, str(video)], duration=60)).until(lambda r: len(r.of(srv.url)) >= 5)
+    results = [r for _, r in run.times]
+    assert [r.index for r in results if r.source == str(video)] == list(range(40))
+    first = next(r for r in results if r.source == srv.url)
+    code = framecode.decode_bgr(first.frame)
+    assert code is not None
+    assert framecode.latency_ms(code[1], first.timestamp) < 1000  # sent at most 1 s before it was read
 
 
 def test_start_with_the_server_down_retries_while_the_healthy_source_runs(servers) -> None:
