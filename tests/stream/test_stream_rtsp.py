@@ -173,7 +173,7 @@ def test_start_with_the_server_down_retries_while_the_healthy_source_runs(server
     assert run.of(HEALTHY)[0] < run.of(url)[0]  # the healthy source did not wait for it
     assert run.max_gap(HEALTHY) < MAX_GAP_S
     st = run.stats(url)
-    assert st.failures >= 2 and st.reopens == 1  # retried with backoff until the server was up
+    assert st.failures >= 2 and st.reopens >= 1  # retried with backoff until the server was up
     assert up, "the server never started"
     t_up = up[0] - run.t0
     assert run.of(url)[0] - t_up < BACKOFF[1] + OPEN_LIMIT_S + SLACK_S
@@ -208,7 +208,7 @@ def test_server_killed_and_restarted_mid_stream(servers) -> None:
     after = [t for t in run.of(url) if t > t_back]
     assert after and after[0] - t_back < BACKOFF[1] + OPEN_LIMIT_S + SLACK_S
     assert run.max_gap(HEALTHY) < MAX_GAP_S
-    assert run.stats(url).reopens == 1
+    assert run.stats(url).reopens >= 1  # (a stream cut short while starting is reopened once more)
     assert_outage_accounting(run, url)
     assert run.close_s < JOIN_S + SLACK_S
 
@@ -286,16 +286,18 @@ def test_ctrl_c_while_the_only_camera_hangs_in_its_open(tmp_path: Path, stream_o
 
 
 def test_two_unsynchronized_cameras_do_not_pay_the_batching_wait(servers) -> None:
-    """Issue #17.5: a batch waits only for a frame that is due."""
-    a, b = servers(fps=15), servers(fps=15)
-    max_wait_ms = 30.0
+    """Issue #17.5: a batch waits only for a frame that is due. At 15 and 10 fps the two
+    cameras' frames drift past each other: sometimes close (batched), mostly not (sent
+    alone, without waiting out max_wait)."""
+    a, b = servers(fps=15), servers(fps=10)
+    max_wait_ms = 20.0
     run = Run(stream([a.url, b.url], duration=60, max_wait_ms=max_wait_ms))
-    run.until(lambda r: min(len(r.of(a.url)), len(r.of(b.url))) >= 45)
+    run.until(lambda r: min(len(r.of(a.url)), len(r.of(b.url))) >= 40)
     stats = run.stream.stats
     assert stats.vain_waits <= 0.25 * stats.batches, (stats.vain_waits, stats.batches)
     singles = [r.latency_ms for _, r in run.times if r.batch_size == 1]
-    if len(singles) >= 10:  # a frame batched alone did not sit out max_wait
-        assert np.median(singles) < max_wait_ms / 2
+    assert len(singles) >= 20
+    assert np.median(singles) < max_wait_ms / 2  # they did not sit out max_wait for nothing
 
 
 def test_outage_noise_is_ours_only(tmp_path: Path, stream_onnx: Path, servers) -> None:
