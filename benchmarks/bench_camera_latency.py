@@ -49,6 +49,16 @@ SYSTEM_PY = "/usr/bin/python3"
 WARMUP_S = 2.0
 
 
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def summary(values: list[float]) -> dict[str, float | int]:
     if not values:
         return {"n": 0}
@@ -99,8 +109,9 @@ def run_edgevit(model: runtime.Model, url: str, seconds: float) -> dict:
                 continue
             true_ms.append(framecode.latency_ms(code[1], now))
             loop_ms.append(r.latency_ms)
-            if r.capture_timestamp is not None:
-                stamp_err_ms.append(framecode.latency_ms(code[1], r.capture_timestamp))
+            stamp = getattr(r, "capture_timestamp", None)  # (older edgevit: no such field)
+            if stamp is not None:
+                stamp_err_ms.append(framecode.latency_ms(code[1], stamp))
     st = stream.stats.sources[0]
     return {
         "capture_to_result_ms": summary(true_ms),
@@ -145,7 +156,8 @@ def main() -> int:
         "stream": f"{args.size}x{args.size} H.264 at {args.fps} fps, rtsp://127.0.0.1 (gst-rtsp-server, x264 zerolatency)",
         "model": str(model_path),
         "machine": {
-            "cpu": platform.processor() or platform.machine(),
+            "cpu": cpu_name(),
+            "os": f"{platform.system()} {platform.release()}",
             "cores": os.cpu_count(),
             "python": platform.python_version(),
             "load_average": [round(x, 2) for x in load],
