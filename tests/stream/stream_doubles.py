@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 import threading
@@ -15,7 +16,7 @@ from edgevit.artifacts import ArtifactInfo
 from edgevit.config import ViTConfig
 from edgevit.preprocess import Preprocess
 from edgevit.runtime import Model
-from edgevit.stream import CaptureError, Reader, Source
+from edgevit.stream import CaptureError, FrameResult, Reader, Source, Stream
 
 
 class LinearRunner:
@@ -197,3 +198,40 @@ def edgevit_command() -> list[str]:
 def subprocess_env(**extra: str) -> dict[str, str]:
     """The environment for an `edgevit` subprocess: this checkout first on the path."""
     return {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), **extra}
+
+
+class Run:
+    """Iterate a stream on this thread, recording when each result came out."""
+
+    def __init__(self, stream: Stream):
+        self.stream = stream
+        self.t0 = 0.0
+        self.times: list[tuple[float, FrameResult]] = []
+        self.close_s = 0.0
+
+    def until(self, done: Callable[[Run], bool], limit_s: float = 60.0) -> Run:
+        with self.stream as s:
+            self.t0 = time.monotonic()
+            for r in s:
+                self.times.append((time.monotonic() - self.t0, r))
+                if done(self) or time.monotonic() - self.t0 > limit_s:
+                    break
+            t = time.monotonic()
+        self.close_s = time.monotonic() - t
+        return self
+
+    def of(self, uri: str) -> list[float]:
+        return [t for t, r in self.times if r.source == uri]
+
+    def now(self) -> float:
+        return time.monotonic() - self.t0
+
+    def max_gap(self, uri: str) -> float:
+        ts = self.of(uri)
+        return max(b - a for a, b in itertools.pairwise(ts)) if len(ts) > 1 else float("inf")
+
+    def stats(self, uri: str):
+        return next(s for s in self.stream.stats.sources if s.uri == uri)
+
+    def events(self, uri: str, kind: str | None = None) -> list[str]:
+        return [e.message for e in self.stream.events if e.source == uri and (kind is None or e.kind == kind)]
