@@ -69,7 +69,7 @@ def time_predict(model: runtime.Model, frames: list[np.ndarray], batch: int) -> 
 
 
 def time_loop(model: runtime.Model, frames: list[np.ndarray], batch: int) -> tuple[float, Stream]:
-    stream = Stream(model, [FrameSource(frames, "bench://")], batch=batch, max_wait_ms=5, top_k=5)
+    stream = Stream(model, [FrameSource(frames, "bench://")], batch_size=batch, max_wait_ms=5, top_k=5)
     t0 = time.perf_counter()
     n = sum(1 for _ in stream)
     elapsed = time.perf_counter() - t0
@@ -80,7 +80,7 @@ def time_loop(model: runtime.Model, frames: list[np.ndarray], batch: int) -> tup
 
 def live_latency(model: runtime.Model, frames: list[np.ndarray], sources: int, seconds: float) -> dict:
     srcs = [FrameSource(frames * 10, f"live{i}://", live=True, fps=30.0) for i in range(sources)]
-    stream = Stream(model, srcs, batch=sources, max_wait_ms=5, duration=seconds)
+    stream = Stream(model, srcs, batch_size=sources, max_wait_ms=5, duration=seconds)
     for _ in stream:
         pass
     return stream.stats.summary()

@@ -6,16 +6,17 @@ video and JSON lines out; batched inference on any artifact the runtime loads.
 >>> model = runtime.load("runs/digits-nano/model.int8.onnx")
 >>> sources = ["synthetic://?frames=90", "video.mp4"]      # or csi://0, /dev/video0, rtsp://...
 >>> sinks = ["out.mp4", "jsonl://results.jsonl"]           # or display://0, "-" (stdout)
->>> with Stream(model, sources, sinks, batch=8, top_k=3) as stream:
+>>> with Stream(model, sources, sinks, batch_size=8, top_k=3) as stream:
 ...     for r in stream:                                    # one FrameResult per frame
 ...         print(r.source, r.index, r.label, f"{r.prob:.2f}", f"{r.latency_ms:.1f} ms")
 >>> print(stream.stats.format_summary())                    # FPS, latency p50/p99, drops
 >>> model.close()
 
 Live sources (cameras, network streams, ``synthetic://``) keep only their latest frame,
-so results stay fresh when the model is slower than the camera; files and folders
-lose no frame and give results in order. See :mod:`edgevit.stream.sources`,
-:mod:`edgevit.stream.sinks` and :mod:`edgevit.stream.loop` for URIs and the design.
+so results stay fresh when the model is slower than the camera; one that fails is
+reopened with backoff while the others go on. Files and folders lose no frame and give
+results in order. See :mod:`edgevit.stream.sources`, :mod:`edgevit.stream.sinks` and
+:mod:`edgevit.stream.loop` for URIs and the design.
 """
 
 from __future__ import annotations

@@ -22,12 +22,13 @@ examples:
   edgevit camera video.mp4 --sink out.mp4 --sink jsonl://r.jsonl
   edgevit camera csi://0 --width 1280 --height 720 --sink display://0     Jetson CSI camera
   edgevit camera /dev/video0 --model runs/digits-nano/model.int8.onnx    USB camera
-  edgevit camera rtsp://cam.local:554/stream --rtsp-latency 100 --sink - | jq .top_k[0]
+  edgevit camera rtsp://cam.local:554/stream --sink - | jq .top_k[0]     network camera, JSON lines
 """
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``camera`` subcommand to an ``argparse`` subparsers object."""
+    from edgevit.options import add_quiet, add_top_k
     from edgevit.runtime.cli_args import add_runtime_args
 
     p = subparsers.add_parser(
@@ -37,6 +38,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         "edgevit artifact. Live sources keep only their latest frame (bounded latency); files lose none.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,  # a retired flag (--batch) must not pass as a prefix of another (--batch-size)
     )
     p.add_argument(
         "sources",
@@ -54,7 +56,6 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--sink",
-        "-o",
         action="append",
         default=[],
         metavar="URI",
@@ -63,32 +64,42 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("--headless", action="store_true", help="never open a window")
     p.add_argument(
-        "--batch",
+        "--batch-size",
         type=int,
         default=None,
         help="frames per inference call (default: 8 for files, the number of sources for live sources)",
     )
-    p.add_argument("--max-wait-ms", type=float, default=5.0, help="longest a frame waits for its batch to fill")
-    p.add_argument("--top-k", type=int, default=5, help="classes reported per frame (default 5)")
+    p.add_argument(
+        "--max-wait-ms",
+        type=float,
+        default=5.0,
+        help="longest a frame waits for its batch to fill (live sources: only while another's frame is due)",
+    )
+    add_top_k(p, per="frame")
     p.add_argument("--width", type=int, default=None, help="capture width for cameras and synthetic://")
     p.add_argument("--height", type=int, default=None, help="capture height for cameras and synthetic://")
     p.add_argument("--fps", type=float, default=None, help="capture frame rate for cameras and synthetic://")
     p.add_argument("--flip", type=int, default=None, help="CSI camera flip-method 0-7 (2: rotate 180)")
     p.add_argument(
-        "--rtsp-latency", type=int, default=None, metavar="MS", help="RTSP jitter buffer in ms (GStreamer; default 200)"
+        "--rtsp-latency",
+        type=int,
+        default=None,
+        metavar="MS",
+        help="RTSP jitter buffer in ms (OpenCV with GStreamer only, e.g. JetPack's; default 200)",
     )
     p.add_argument("--queue-size", type=int, default=1, help="frames kept per live source (default 1: the latest)")
     p.add_argument(
         "--stall-timeout",
         type=float,
         default=5.0,
-        help="seconds without a frame before a live source is reopened (default 5)",
+        help="seconds without a frame before a live source is reopened; also bounds each open (at least 5 s) "
+        "and, for network streams, each read (half of it) (default 5)",
     )
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     p.add_argument("--max-frames", type=int, default=None, help="stop after this many results")
     p.add_argument("--stats", type=Path, default=None, help="write the summary as JSON to this file")
     add_runtime_args(p)
-    p.add_argument("--quiet", "-q", action="store_true", help="no status line, progress bar or event lines")
+    add_quiet(p, "status line, progress bar or event lines")
     p.set_defaults(func=handler)
     return p
 
@@ -114,26 +125,33 @@ class _Reporter:
         self.out = out if out is not None else sys.stderr  # looked up now: sys.stderr may be replaced
         self.tty = self.out.isatty()
         self.bar: Any = None
+        self.want_bar = False
         self.last = 0.0
         self.interval = 0.5 if self.tty else 5.0
         self.line_len = 0
 
     def start(self) -> None:
         self.last = time.monotonic()
-        if self.quiet:
-            return
-        sources = self.stream.sources
-        if not any(s.live for s in sources) and all(s.total for s in sources):
-            from tqdm import tqdm
+        self.want_bar = not self.quiet and not any(s.live for s in self.stream.sources)
 
-            self.bar = tqdm(
-                total=sum(s.total for s in sources),
-                unit="frame",
-                file=self.out,
-                dynamic_ncols=True,
-                mininterval=0.5,
-                leave=True,
-            )
+    def _make_bar(self) -> None:
+        """A progress bar for files and folders, once every one knows its length (a video
+        file's is known when its capture thread has opened it)."""
+        totals = [s.total for s in self.stream.stats.sources]
+        if not totals or not all(totals):
+            return
+        from tqdm import tqdm
+
+        self.want_bar = False
+        self.bar = tqdm(
+            total=sum(totals),
+            initial=self.stream.stats.results,
+            unit="frame",
+            file=self.out,
+            dynamic_ncols=True,
+            mininterval=0.5,
+            leave=True,
+        )
 
     def event(self, ev: Any) -> None:
         if ev.kind == "ended" and not any(s.live and s.uri == ev.source for s in self.stream.sources):
@@ -157,6 +175,8 @@ class _Reporter:
         now = time.monotonic()
         if self.bar is not None:
             self.bar.update(n)
+        elif self.want_bar:
+            self._make_bar()
         if now - self.last < self.interval:
             return
         self.last = now
@@ -183,8 +203,44 @@ class _Reporter:
             self.out.flush()
 
 
+# what an option of open_source() applies to, for the warning when no source uses it
+OPTION_FLAGS = {
+    "width": ("--width", "it sets the capture size of cameras and synthetic:// (a URI's ?width= wins)"),
+    "height": ("--height", "it sets the capture size of cameras and synthetic:// (a URI's ?height= wins)"),
+    "fps": ("--fps", "it sets the frame rate of cameras and synthetic://, and of video sinks for files"),
+    "flip": ("--flip", "it applies to csi:// cameras only"),
+    "latency_ms": (
+        "--rtsp-latency",
+        "it sets GStreamer's RTSP jitter buffer, and no source is RTSP read through GStreamer "
+        "(OpenCV without GStreamer reads RTSP through FFmpeg, which has none)",
+    ),
+}
+
+
+def unused_option_warnings(sources: list[Any], options: dict[str, Any]) -> list[str]:
+    """One line per option given that no source uses."""
+    out = []
+    for key, (flag, why) in OPTION_FLAGS.items():
+        if options.get(key) is not None and not any(key in s.options_used for s in sources):
+            out.append(f"edgevit camera: warning: {flag} does nothing here: {why}")
+    return out
+
+
+def check_stats_path(path: Path) -> None:
+    """Refuse a --stats path that cannot be written, before the run starts."""
+    if path.is_dir():
+        raise InputError(f"--stats {path} is a folder; give a file name such as {path / 'stats.json'}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"--stats {path}: cannot create its folder ({exc.strerror or exc})") from exc
+
+
 def handler(args: argparse.Namespace) -> int:
-    """Run ``edgevit camera``; returns the exit code (0 also after Ctrl-C / SIGTERM)."""
+    """Run ``edgevit camera``; returns the exit code (0 also after Ctrl-C / SIGTERM).
+
+    Raises :class:`~edgevit.errors.EdgeVitError` (exit 2) for bad options, and when no
+    source gives a single frame (see :mod:`edgevit.stream.loop`)."""
     from edgevit.artifacts import write_json_atomic
     from edgevit.runtime.cli_args import load_from_args
     from edgevit.stream.loop import Stream
@@ -193,6 +249,8 @@ def handler(args: argparse.Namespace) -> int:
     sinks = list(args.sink)
     if args.headless and any(s.startswith("display://") for s in sinks):
         raise InputError("--headless and --sink display://... contradict each other; drop one")
+    if args.stats is not None:
+        check_stats_path(args.stats)
     note = ""
     if not sinks and not args.headless:
         problem = display_problem()
@@ -217,7 +275,7 @@ def handler(args: argparse.Namespace) -> int:
             model,
             args.sources,
             sinks,
-            batch=args.batch,
+            batch_size=args.batch_size,
             max_wait_ms=args.max_wait_ms,
             top_k=args.top_k,
             queue_size=args.queue_size,
@@ -226,6 +284,8 @@ def handler(args: argparse.Namespace) -> int:
             duration=args.duration,
             source_options=source_options,
         )
+        for line in unused_option_warnings(stream.sources, source_options):
+            print(line, file=sys.stderr)
         reporter = _Reporter(stream, args.quiet)
         stream.on_event = reporter.event
         signals = {}
@@ -233,7 +293,8 @@ def handler(args: argparse.Namespace) -> int:
         def on_signal(signum: int, frame: FrameType | None) -> None:
             if stream.stopping and signum == signal.SIGINT:
                 raise KeyboardInterrupt  # second Ctrl-C: stop now (sinks are still closed)
-            stream.stats.stopped_by = signal.Signals(signum).name
+            if not stream.stats.stopped_by:
+                stream.stats.stopped_by = signal.Signals(signum).name
             stream.stop()
 
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -244,7 +305,7 @@ def handler(args: argparse.Namespace) -> int:
                     print(note, file=sys.stderr)
                 if not args.quiet:
                     print(
-                        f"edgevit camera: {model_path} ({model.backend}), batch {stream.batch}, "
+                        f"edgevit camera: {model_path} ({model.backend}), batch size {stream.batch_size}, "
                         f"sources: {', '.join(s.uri for s in stream.sources)}",
                         file=sys.stderr,
                     )

@@ -9,13 +9,17 @@
 =============================  ==========================================================
 
 With several sources a video sink writes one file per source (``out-0.mp4``,
-``out-1.mp4``, ...). Video files are written under a temporary name and renamed into
-place when the stream closes, so a file at the final path is always complete; JSON
-lines are flushed line by line, so an interrupted run leaves only whole lines.
+``out-1.mp4``, ...). Video and JSON-lines files are written the same way
+(:class:`PendingFile`): under a temporary name next to the final path, renamed into place
+when the stream closes (also after Ctrl-C or SIGTERM), so a file at the final path is
+always whole; a sink that got no result leaves an existing file as it was. A run killed
+outright leaves its temporary file (``.NAME.partial-PID.EXT``: whole JSON lines, flushed
+line by line) and the final path untouched.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import sys
@@ -26,13 +30,51 @@ from urllib.parse import parse_qsl
 
 import numpy as np
 
-from edgevit.errors import InputError
+from edgevit.errors import EdgeVitError, InputError, first_line
 
 if TYPE_CHECKING:
     from edgevit.stream.results import FrameResult
     from edgevit.stream.sources import Source
 
 CODECS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "FFV1"}
+_serial = itertools.count()
+
+
+class PendingFile:
+    """An output written under a temporary name next to ``path`` and renamed into place by
+    :meth:`commit`, or removed by :meth:`discard`: ``path`` is never half written, and is
+    left as it was unless the new file is committed. The temporary name keeps the suffix
+    (OpenCV picks the video container by it): ``.NAME.partial-PID-N.EXT``.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        check_output_path(self.path)
+        self.tmp = self.path.with_name(f".{self.path.stem}.partial-{os.getpid()}-{next(_serial)}{self.path.suffix}")
+
+    def commit(self) -> None:
+        """Rename the temporary file into place (if it was written)."""
+        if not self.tmp.exists():
+            return
+        try:
+            os.replace(self.tmp, self.path)
+        except OSError as exc:
+            self.discard()
+            raise EdgeVitError(f"cannot write {self.path}: {first_line(exc)}") from exc
+
+    def discard(self) -> None:
+        self.tmp.unlink(missing_ok=True)
+
+
+def check_output_path(path: Path) -> None:
+    """Refuse an output path that is a folder, or whose folder cannot be made, before
+    anything runs (raises :class:`InputError`)."""
+    if path.is_dir():
+        raise InputError(f"{path} is a folder; give a file name (e.g. {path / 'out.mp4'})")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"cannot write {path}: {first_line(exc)}") from exc
 
 
 class Sink(ABC):
@@ -55,29 +97,37 @@ class Sink(ABC):
 
 
 class JsonlSink(Sink):
-    """One JSON object per frame: source, frame index, capture time, top-k, latency."""
+    """One JSON object per frame: source, frame index, times, top-k, latency."""
 
     def __init__(self, target: str | Path):
         self.uri = f"jsonl://{target}"
-        self._own = str(target) != "-"
-        if self._own:
-            path = Path(target)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                self._f: TextIO = path.open("w", encoding="utf-8", buffering=1)  # line-buffered
-            except OSError as exc:
-                raise InputError(f"cannot write {path}: {exc.strerror}") from exc
-        else:
-            self._f = sys.stdout
+        self._pending = PendingFile(target) if str(target) != "-" else None
+        self._f: TextIO | None = None if self._pending else sys.stdout
 
     def write(self, result: FrameResult, annotated: np.ndarray | None) -> None:
-        self._f.write(json.dumps(result.to_record()) + "\n")
+        f = self._f or self._open_file()
+        f.write(json.dumps(result.to_record()) + "\n")
+
+    def _open_file(self) -> TextIO:
+        # opened at the first result: a run with none leaves no trace
+        pending = self._pending
+        if pending is None:
+            raise EdgeVitError(f"{self.uri} is closed")
+        try:
+            self._f = pending.tmp.open("w", encoding="utf-8", buffering=1)  # line-buffered: whole lines
+        except OSError as exc:
+            raise InputError(f"cannot write {pending.path}: {first_line(exc)}") from exc
+        return self._f
 
     def close(self) -> None:
-        if self._own:
+        if self._pending is None:
+            if self._f is not None:
+                self._f.flush()
+            return
+        if self._f is not None:
             self._f.close()
-        else:
-            self._f.flush()
+            self._f = None
+        self._pending.commit()
 
 
 class VideoSink(Sink):
@@ -95,31 +145,27 @@ class VideoSink(Sink):
         if len(self.codec) != 4:
             raise InputError(f"{self.path}: codec must be a FourCC such as mp4v, MJPG or FFV1, got {self.codec!r}")
         self.fps = fps
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        check_output_path(self.path)
         self._writers: dict[int, Any] = {}
         self._sizes: dict[int, tuple[int, int]] = {}
-        self._paths: dict[int, tuple[Path, Path]] = {}
+        self._files: dict[int, PendingFile] = {}
         self._sources: list[Source] = []
 
     def open(self, sources: list[Source]) -> None:
         self._sources = list(sources)
         for i in range(len(sources)):
             final = self.path if len(sources) == 1 else self.path.with_name(f"{self.path.stem}-{i}{self.path.suffix}")
-            tmp = final.with_name(f".{final.stem}.partial-{os.getpid()}{final.suffix}")
-            self._paths[i] = (final, tmp)
-
-    def output_paths(self) -> list[Path]:
-        return [final for final, _ in self._paths.values()]
+            self._files[i] = PendingFile(final)
 
     def _writer(self, sid: int, frame: np.ndarray) -> Any:
         import cv2
 
         h, w = frame.shape[:2]
         fps = self.fps or (self._sources[sid].fps if sid < len(self._sources) else None) or 30.0
-        _, tmp = self._paths[sid]
+        tmp = self._files[sid].tmp
         writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*self.codec), float(fps), (w, h))
         if not writer.isOpened():
-            tmp.unlink(missing_ok=True)
+            self._files[sid].discard()
             raise InputError(
                 f"cannot write {self.path}: OpenCV has no {self.codec} encoder for {self.path.suffix}; "
                 "use .mp4, .avi or .mkv"
@@ -140,12 +186,16 @@ class VideoSink(Sink):
         writer.write(annotated)
 
     def close(self) -> None:
+        errors = []
         for sid, writer in self._writers.items():
             writer.release()
-            final, tmp = self._paths[sid]
-            if tmp.exists():
-                os.replace(tmp, final)
+            try:
+                self._files[sid].commit()
+            except EdgeVitError as exc:  # commit the others anyway
+                errors.append(str(exc))
         self._writers.clear()
+        if errors:
+            raise EdgeVitError("; ".join(errors))
 
 
 def display_problem() -> str:

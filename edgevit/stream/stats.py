@@ -1,9 +1,10 @@
 """Counters, FPS and latency percentiles of a running stream, per source and overall.
 
-Each counter has one writer (a source's capture thread or the inference loop), so no
-lock is needed; readers may see a value one frame old. Latency is measured per frame
-from capture (the moment the source handed the frame over) to result (inference and
-top-k done, before the sinks), in milliseconds. Percentiles over the whole run come
+Counters are written by a source's capture thread or the inference loop (failure counts
+under the capture's lock, as the stall supervisor writes them too); readers may see a
+value one frame old. Latency is measured per frame from the moment the source's reader
+returned the frame (decoded: the time spent in the camera, the network and the decoder
+is not in it) to the result (inference and top-k done, before the sinks), in ms. Percentiles over the whole run come
 from a log-spaced histogram (1% resolution, fixed memory, so a week-long camera run
 costs the same as a short one); the status line uses a window of recent frames.
 """
@@ -81,12 +82,12 @@ class SourceStats:
     dropped: int = 0  # stale frames of a live source replaced by a newer one
     corrupt: int = 0  # unreadable frames (counted and skipped)
     errors: int = 0  # frames inference failed on (counted and skipped)
-    failures: int = 0  # times the source raised or stopped delivering
-    stalls: int = 0  # times a live source delivered nothing for the stall timeout
-    reopens: int = 0  # successful reopens after a failure or stall
+    failures: int = 0  # failed attempts: opens and reads that failed, stalls
+    stalls: int = 0  # times a live source was stuck in open or read for the stall timeout
+    reopens: int = 0  # successful reopens after failures
     results: int = 0
     state: str = "opening"  # opening, running, reopening, ended, failed
-    last_error: str = ""
+    last_error: str = ""  # the error of the current outage ("" once frames flow again)
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)
     _recent_ms: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT))
     _result_times: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT))
@@ -152,6 +153,8 @@ class StreamStats:
     batches: int = 0
     batched_frames: int = 0
     failed_batches: int = 0
+    batch_waits: int = 0  # batches that waited for more frames
+    vain_waits: int = 0  # ... and got none from the wait
     infer_s: float = 0.0  # time inside preprocessing + inference + top-k
     started: float = field(default_factory=time.monotonic)
     ended: float | None = None
@@ -210,6 +213,8 @@ class StreamStats:
             "batches": self.batches,
             "mean_batch": round(self.batched_frames / self.batches, 3) if self.batches else 0.0,
             "failed_batches": self.failed_batches,
+            "batch_waits": self.batch_waits,
+            "vain_waits": self.vain_waits,
             "inference_busy": round(self.infer_s / elapsed, 3) if elapsed > 0 else 0.0,
             "latency_ms": _latency_dict(self.latency),
             "stopped_by": self.stopped_by or "end of sources",

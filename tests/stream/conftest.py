@@ -1,7 +1,12 @@
-"""Fixtures of the stream tests: a model artifact, test-split digits, videos made from them."""
+"""Fixtures of the stream tests: a model artifact, test-split digits, videos made from them.
+
+The tests pass in any order. To check, ``EDGEVIT_TEST_ORDER=reverse`` (or a number: a
+shuffle with that seed) reorders the stream tests of a run."""
 
 from __future__ import annotations
 
+import os
+import random
 from pathlib import Path
 
 import numpy as np
@@ -32,3 +37,18 @@ def test_digits(request: pytest.FixtureRequest) -> tuple[np.ndarray, np.ndarray]
     if isinstance(data, tuple):
         return np.asarray(data[0]), np.asarray(data[1])
     return np.asarray(data.images), np.asarray(data.labels)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    order = os.environ.get("EDGEVIT_TEST_ORDER", "")
+    if not order:
+        return
+    here = Path(__file__).parent
+    mine = [i for i, item in enumerate(items) if here in Path(str(item.fspath)).parents]
+    chosen = [items[i] for i in mine]
+    if order == "reverse":
+        chosen.reverse()
+    else:
+        random.Random(int(order)).shuffle(chosen)
+    for i, item in zip(mine, chosen, strict=True):
+        items[i] = item

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
+import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -13,7 +16,7 @@ from edgevit.artifacts import ArtifactInfo
 from edgevit.config import ViTConfig
 from edgevit.preprocess import Preprocess
 from edgevit.runtime import Model
-from edgevit.stream import CaptureError, Reader, Source
+from edgevit.stream import CaptureError, FrameResult, Reader, Source, Stream
 
 
 class LinearRunner:
@@ -82,8 +85,10 @@ class _ListReader:
 
 
 class ScriptedSource(Source):
-    """A live source over ``frames`` (cycled) at ``fps`` whose first reader raises at frame
-    ``fail_at`` or blocks at frame ``stall_at``; later readers (reopens) behave."""
+    """A live source over ``frames`` (cycled) at ``fps``. Its first ``fail_opens`` opens
+    raise; the first open blocks until ``open_release`` is set if ``hang_open``; the
+    first reader raises at frame ``fail_at`` or blocks at frame ``stall_at``; later
+    readers (reopens) behave."""
 
     def __init__(
         self,
@@ -92,15 +97,23 @@ class ScriptedSource(Source):
         fps: float = 100.0,
         fail_at: int | None = None,
         stall_at: int | None = None,
+        fail_opens: int = 0,
+        hang_open: bool = False,
     ):
         super().__init__(uri, live=True, fps=fps)
         self.frames, self.fail_at, self.stall_at = frames, fail_at, stall_at
+        self.fail_opens, self.hang_open = fail_opens, hang_open
         self.opens = 0
         self.release = threading.Event()
+        self.open_release = threading.Event()
 
     def open(self) -> Reader:
         self.opens += 1
-        first = self.opens == 1
+        if self.opens <= self.fail_opens:
+            raise CaptureError(f"injected open failure {self.opens}")
+        first = self.opens == self.fail_opens + 1
+        if first and self.hang_open:
+            self.open_release.wait(30)  # an open that hangs, like a camera that accepts and says nothing
         return _ListReader(
             self.frames,
             self.fps or 100.0,
@@ -172,3 +185,53 @@ def read_video(path: Path) -> list[np.ndarray]:
         frames.append(frame)
     cap.release()
     return frames
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def edgevit_command() -> list[str]:
+    """`edgevit` from this checkout, as a subprocess command."""
+    return [sys.executable, "-m", "edgevit"]
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """The environment for an `edgevit` subprocess: this checkout first on the path."""
+    return {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), **extra}
+
+
+class Run:
+    """Iterate a stream on this thread, recording when each result came out."""
+
+    def __init__(self, stream: Stream):
+        self.stream = stream
+        self.t0 = 0.0
+        self.times: list[tuple[float, FrameResult]] = []
+        self.close_s = 0.0
+
+    def until(self, done: Callable[[Run], bool], limit_s: float = 60.0) -> Run:
+        with self.stream as s:
+            self.t0 = time.monotonic()
+            for r in s:
+                self.times.append((time.monotonic() - self.t0, r))
+                if done(self) or time.monotonic() - self.t0 > limit_s:
+                    break
+            t = time.monotonic()
+        self.close_s = time.monotonic() - t
+        return self
+
+    def of(self, uri: str) -> list[float]:
+        return [t for t, r in self.times if r.source == uri]
+
+    def now(self) -> float:
+        return time.monotonic() - self.t0
+
+    def max_gap(self, uri: str) -> float:
+        ts = self.of(uri)
+        return max(b - a for a, b in itertools.pairwise(ts)) if len(ts) > 1 else float("inf")
+
+    def stats(self, uri: str):
+        return next(s for s in self.stream.stats.sources if s.uri == uri)
+
+    def events(self, uri: str, kind: str | None = None) -> list[str]:
+        return [e.message for e in self.stream.events if e.source == uri and (kind is None or e.kind == kind)]

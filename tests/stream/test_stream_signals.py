@@ -2,33 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from stream_doubles import read_video
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def edgevit_command() -> list[str]:
-    """`edgevit` as installed; the stand-alone stream CLI until the main CLI registers `camera`."""
-    if importlib.util.find_spec("edgevit.cli") is not None:
-        probe = subprocess.run(
-            [sys.executable, "-c", "import sys; from edgevit.cli import main; sys.exit(main())", "camera", "--help"],
-            capture_output=True,
-            cwd=ROOT,
-            timeout=60,
-        )
-        if probe.returncode == 0:
-            return [sys.executable, "-c", "import sys; from edgevit.cli import main; sys.exit(main())"]
-    return [sys.executable, "-m", "edgevit"]
+from stream_doubles import edgevit_command, read_video, subprocess_env
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
@@ -47,16 +28,18 @@ def test_signal_stops_cleanly_with_complete_outputs(tmp_path: Path, stream_onnx:
         "--stats",
         str(stats),
     ]
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        cmd, cwd=tmp_path, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and proc.poll() is None:
-            if out_jsonl.exists() and len(out_jsonl.read_text().splitlines()) >= 30:
+            partial = list(tmp_path.glob(".r.partial-*.jsonl"))  # results so far, whole lines
+            if partial and len(partial[0].read_text().splitlines()) >= 30:
                 break
             time.sleep(0.05)
         assert proc.poll() is None, proc.communicate()
-        assert not out_video.exists()  # the video appears only once it is complete
+        assert not out_video.exists() and not out_jsonl.exists()  # outputs appear only once complete
         proc.send_signal(signum)
         stdout, stderr = proc.communicate(timeout=30)
     finally:

@@ -22,6 +22,8 @@ from edgevit.stream import (
     open_sink,
     open_source,
 )
+from edgevit.stream.convert import FrameConverter
+from edgevit.stream.sources import MIN_OPEN_TIMEOUT_S, digit_image, gstreamer_available, rtsp_pipeline
 
 
 def test_source_uris(tmp_path: Path) -> None:
@@ -113,3 +115,60 @@ def test_three_channel_model_gets_rgb(tmp_path: Path) -> None:
     expected = model.predict([rgb], top_k=3)
     np.testing.assert_array_equal(results[0].indices, expected.indices[0])
     np.testing.assert_allclose(results[0].probs, expected.probs[0], atol=1e-6)
+
+
+def test_rtsp_pipeline_decodes_through_nvvidconv_on_a_jetson() -> None:
+    desktop = rtsp_pipeline("rtsp://cam/s", 100, jetson=False)
+    jetson = rtsp_pipeline("rtsp://cam/s", 100, jetson=True)
+    for p in (desktop, jetson):
+        assert p.startswith("rtspsrc location=rtsp://cam/s latency=100 drop-on-latency=true ! decodebin ! ")
+        assert p.endswith("video/x-raw,format=BGR ! appsink drop=true max-buffers=1 sync=false")
+    # the Jetson's hardware decoder gives NVMM buffers, which only nvvidconv reads
+    assert "nvvidconv ! video/x-raw,format=BGRx ! videoconvert" in jetson and "nvvidconv" not in desktop
+
+
+def test_live_streams_are_opened_with_timeouts_and_one_decoder_thread() -> None:
+    """Issues #17.2/#17.3: FFmpeg open params from the stream's stall timeout (OpenCV's defaults
+    are 30 s each and one decoder thread per core); files and cameras get none."""
+    import cv2
+
+    source = open_source("rtsp://127.0.0.1:9/x")
+    assert source.min_open_timeout == MIN_OPEN_TIMEOUT_S
+    with Stream(linear_model(), [source], stall_timeout=8.0) as stream:
+        params = dict(zip(*[iter(source.open_params())] * 2, strict=True))
+        stream.stop()
+    if not gstreamer_available():  # pip's OpenCV: RTSP through FFmpeg
+        assert params == {
+            cv2.CAP_PROP_OPEN_TIMEOUT_MSEC: 8000,
+            cv2.CAP_PROP_READ_TIMEOUT_MSEC: 4000,  # a freeze costs two reads: the held-back frame, then none
+            cv2.CAP_PROP_N_THREADS: 1,
+        }
+    video = VideoCaptureSource("v.mp4", "v.mp4", live=False)
+    assert video.open_params() == []
+
+
+def test_synthetic_digits_are_the_medoids_of_the_digits_data_set() -> None:
+    """The pattern's digits come from the data set the pipeline's model learns (checked here
+    against scikit-learn's copy, so the device needs no scikit-learn)."""
+    pytest.importorskip("sklearn")
+    from sklearn.datasets import load_digits as sk_digits
+
+    from edgevit.data import load_digits
+
+    data = sk_digits()
+    scaled = load_digits()  # the same images, 0-16 scaled to 0-255
+    all_images = np.concatenate([scaled.train.images, scaled.val.images, scaled.test.images])[..., 0]
+    for d in range(10):
+        imgs = data.images[data.target == d].reshape(-1, 64)
+        medoid = imgs[np.argmin(((imgs - imgs.mean(0)) ** 2).sum(1))].reshape(8, 8)
+        assert np.array_equal(digit_image(d), np.rint(medoid * 255 / 16).astype(np.uint8))
+        assert any(np.array_equal(digit_image(d), img) for img in all_images)
+
+
+def test_synthetic_digits_survive_the_models_preprocessing() -> None:
+    """Each frame, turned gray and area-resized to 8x8 as the model does, is the digit itself."""
+    model = linear_model()
+    src = SyntheticSource(width=640, height=480)
+    for d, frame in enumerate(src.render_glyphs()):
+        small = FrameConverter(model.preprocess)(frame)[..., 0]
+        assert np.array_equal(small, digit_image(d))
