@@ -55,6 +55,18 @@ def executable(pid: int) -> str:
         return ""
 
 
+def running_binary(path: str | Path) -> list[int]:
+    """Every process (this user can see) running the executable ``path``, whoever its parent
+    is now; also when ``path`` has been deleted since it started."""
+    path = str(path)
+    out = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        exe = executable(int(proc.name))
+        if exe == path or exe == path + " (deleted)":
+            out.append(int(proc.name))
+    return out
+
+
 def tree(root: int) -> list[tuple[int, str]]:
     """``root`` and every process below it, as ``(pid, start time)``."""
     out: list[tuple[int, str]] = []

@@ -57,7 +57,7 @@ from edgevit.serve.deps import require
 LOG_TAIL_LINES = 20
 DEFAULT_MAX_BATCH = 32
 EXIT_TIMEOUT_S = 5  # Triton's wait for in-flight requests when it stops
-STARTUP_TIMEOUT_S = 600.0  # Triton's start and model load (a large engine on a Jetson is slow)
+STARTUP_TIMEOUT_S = 120.0  # Triton's start and its load of the proxy model (ours is loaded before), as PyTriton
 STOP_GRACE_S = 5.0  # how long what is left of Triton's process tree gets before it is killed
 ERROR = "edgevit_error"  # a response entry that REQUEST_HOOK turns into this request's own error
 EMPTY = "edgevit_empty:"  # + input name: the shape of an input with no elements (REQUEST_HOOK)
@@ -247,6 +247,22 @@ def restore_empty_inputs(request: Any) -> Any:
     return request
 
 
+def shm_region_prefix(triton_pid: int) -> str:
+    """The name prefix of the shared memory regions of Triton's Python backend, from the
+    ``python,shm-region-prefix-name=...`` argument PyTriton starts ``tritonserver`` with
+    (unique per server: PyTriton adds a random part)."""
+    key = b"shm-region-prefix-name="
+    try:
+        args = Path(f"/proc/{triton_pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return ""
+    for arg in args:
+        if key in arg:
+            value = arg.split(key, 1)[1].split(b",")[0].decode(errors="replace")
+            return value if re.fullmatch(r"[A-Za-z0-9_-]{8,}", value) else ""
+    return ""
+
+
 def http_status(url: str, method: str = "GET", headers: dict[str, str] | None = None, timeout: float = 2.0) -> int:
     """The HTTP status ``url`` answers with; 0 when nothing answers."""
     data = b"{}" if method == "POST" else None
@@ -299,6 +315,7 @@ class TritonModelServer:
         self._triton: Any = None
         self._workspace = ""  # PyTriton's per-server workspace (model repository, sockets, Triton's binaries)
         self._procs: list[tuple[int, str]] = []  # Triton's process tree, recorded once the model was ready
+        self._shm_prefix = ""  # names this server's Python-backend shared memory in /dev/shm
         self._stop = threading.Event()
         self.stopped_by = ""
 
@@ -430,15 +447,21 @@ class TritonModelServer:
             raise BackendError(f"Triton started but model '{self.name}' is not ready: {self.log_tail()}")
 
     def _wait_until_ready(self) -> None:
+        """Until Triton answers ready (it opens its ports once the model is loaded), or it exits."""
         url = f"http://{self.http_url}/v2/health/ready"
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        t0 = time.monotonic()
         root = None
         while http_status(url, timeout=1.0) != 200:
+            # the process is tritonserver once exec'd (shortly after the fork): look again until then
             root = root or self._triton_root()
-            if root is None or not processes.running(*root):
+            if root and not self._shm_prefix:
+                self._shm_prefix = shm_region_prefix(root[0])
+            gone = root is not None and not processes.running(*root)
+            never_seen = root is None and self._workspace and time.monotonic() - t0 > 10
+            if gone or never_seen:
                 why = triton_log_error(self._log()) or self.log_tail()
                 raise BackendError(f"Triton could not load model '{self.name}': {why}")
-            if time.monotonic() > deadline:
+            if time.monotonic() - t0 > STARTUP_TIMEOUT_S:
                 raise BackendError(f"Triton did not load model '{self.name}' in {STARTUP_TIMEOUT_S:.0f} s")
             time.sleep(0.1)
 
@@ -451,9 +474,16 @@ class TritonModelServer:
                 return pid, processes.start_time(pid)
         return None
 
+    @property
+    def _stub_binary(self) -> Path:
+        return Path(self._workspace) / "tritonserver" / "backends" / "python" / "triton_python_backend_stub"
+
     def _triton_tree(self) -> list[tuple[int, str]]:
         root = self._triton_root()
-        return processes.tree(root[0]) if root else []
+        if root is None:
+            return []
+        self._shm_prefix = self._shm_prefix or shm_region_prefix(root[0])
+        return processes.tree(root[0])
 
     def _infer_fn(self, core: InferenceCore) -> Any:
         def infer(requests: Sequence[Any]) -> list[dict[str, np.ndarray]]:
@@ -530,10 +560,20 @@ class TritonModelServer:
                 triton.stop()
             except Exception as exc:  # pragma: no cover - Triton already gone
                 logging.getLogger(__name__).debug("stopping Triton: %s", exc)
+            # Triton is gone now and starts no more stubs. One it started after the tree was
+            # recorded (Ctrl-C in a terminal reaches Triton mid-load too) is an orphan by now:
+            # found by its binary, which lies in this server's workspace only.
+            for stub in processes.running_binary(self._stub_binary) if self._workspace else []:
+                procs += processes.tree(stub)
+            procs = list(dict.fromkeys(procs))
             left = processes.end(procs, STOP_GRACE_S)
             self.left_running = [processes.describe(pid) for pid, _ in left]
             if left:  # pragma: no cover - SIGKILL failed (another user's process?)
                 logging.getLogger(__name__).warning("still running after stop: %s", "; ".join(self.left_running))
+            elif self._shm_prefix:  # Triton removes its shared memory unless it was stopped mid-load or killed
+                for region in Path("/dev/shm").glob(self._shm_prefix + "*"):
+                    with contextlib.suppress(OSError):
+                        region.unlink()
         for model in self.models:
             model.close()
         self.models = []
@@ -551,7 +591,7 @@ class TritonModelServer:
         status = http_status(url, method="POST", headers=headers, timeout=EXIT_TIMEOUT_S + 5)
         if status != 200:
             logging.getLogger(__name__).debug("unloading %s answered %s", self.name, status)
-        stubs = [p for p in self._procs if processes.executable(p[0]).endswith("triton_python_backend_stub")]
+        stubs = [p for p in self._procs if processes.executable(p[0]) == str(self._stub_binary)]
         processes.wait_gone(stubs, EXIT_TIMEOUT_S)
 
     def _log(self) -> str:

@@ -7,6 +7,7 @@ readiness, Ctrl-C while loading, and 16 clients with a quarter of bad requests."
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -411,6 +412,11 @@ def test_ctrl_c_while_loading_is_an_interruption(nano_artifacts, tmp_path: Path)
             triton = [p for p in seen if "tritonserver" in describe(p)]
             time.sleep(0.02)
         assert triton, f"tritonserver never started: {log.read_text()}"
+        from edgevit.serve.server import shm_region_prefix
+
+        shm = shm_region_prefix(triton[0])
+        workspace = str(Path(os.readlink(f"/proc/{triton[0]}/exe")).parents[2])  # <ws>/tritonserver/bin/tritonserver
+        assert shm and "pytriton" in workspace
         os.killpg(proc.pid, signal.SIGINT)
         code = proc.wait(timeout=90)
     finally:
@@ -422,11 +428,17 @@ def test_ctrl_c_while_loading_is_an_interruption(nano_artifacts, tmp_path: Path)
     assert "interrupted (SIGINT) while loading model 'nano'" in err and "could not" not in err, err
     assert "Traceback" not in err, err
     time.sleep(0.5)
+    # also the processes Triton started after the signal (orphans by now): by their workspace
+    for p in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError):
+            if workspace in (p / "cmdline").read_bytes().decode(errors="replace"):
+                seen.setdefault(int(p.name), proc_start_time(int(p.name)))
     left = [describe(p) for p, t in seen.items() if alive(p, t)]
     for p, t in seen.items():  # never leave them to the next test
         if alive(p, t):
             os.kill(p, signal.SIGKILL)
     assert not left, left
+    assert not list(Path("/dev/shm").glob(shm + "*")), "Triton's shared memory left behind"
 
 
 @pytest.mark.slow
@@ -519,3 +531,23 @@ def test_16_clients_a_quarter_bad_fail_no_valid_request_and_leave_nothing(
         stop.set()
     assert "stopped (SIGINT)" in s.stderr()
     assert not s.lingering, [describe(p) for p, _ in s.lingering]
+
+
+@pytest.mark.slow
+def test_a_model_triton_cannot_load_fails_start_in_one_line(monkeypatch: pytest.MonkeyPatch, nano_artifacts) -> None:
+    """The model is loaded by Triton at its startup: when that fails, start() says why in one
+    line as soon as Triton exits (PyTriton alone would wait 120 s), and leaves no process."""
+    from edgevit.errors import BackendError
+    from edgevit.serve import server as server_mod
+
+    monkeypatch.setattr(
+        server_mod, "REQUEST_HOOK", server_mod.REQUEST_HOOK + "\nraise RuntimeError('boom in the stub')\n"
+    )
+    http, grpc, metrics = free_ports(3)
+    cfg = server_mod.ServeConfig(http_port=http, grpc_port=grpc, metrics_port=metrics, threads=1, model_name="nano")
+    srv = server_mod.TritonModelServer(nano_artifacts.int8_onnx, cfg)
+    with pytest.raises(BackendError, match=r"Triton could not load model 'nano': .*boom in the stub") as err:
+        srv.start()
+    assert "\n" not in str(err.value)
+    assert srv.models == [] and srv.left_running == []
+    assert not [describe(p) for p in descendants(os.getpid()) if "triton" in describe(p)]
