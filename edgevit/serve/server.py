@@ -442,9 +442,13 @@ class TritonModelServer:
                 "(set EDGEVIT_SERVE_DEBUG=1 for PyTriton's log)"
             ) from exc
         self._procs = self._triton_tree()
-        base = f"http://{self.http_url}"
-        if http_status(f"{base}/v2/health/ready") != 200 or http_status(f"{base}/v2/models/{self.name}/ready") != 200:
-            raise BackendError(f"Triton started but model '{self.name}' is not ready: {self.log_tail()}")
+        # the model's own ready endpoint, as a client sees it (patiently: a busy machine answers slowly)
+        url = f"http://{self.http_url}/v2/models/{self.name}/ready"
+        deadline = time.monotonic() + 60
+        while http_status(url, timeout=5.0) != 200:
+            if time.monotonic() > deadline or not self._triton.is_alive():
+                raise BackendError(f"Triton started but model '{self.name}' is not ready: {self.log_tail()}")
+            time.sleep(0.1)
 
     def _wait_until_ready(self) -> None:
         """Until Triton answers ready (it opens its ports once the model is loaded), or it exits."""
