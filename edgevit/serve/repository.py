@@ -103,8 +103,14 @@ def export_triton(
         raise InputError(f"--version must be at least 1, got {opts.version}")
     if opts.kind not in ("auto", "gpu", "cpu"):
         raise InputError(f"--kind must be auto, gpu or cpu, got {opts.kind!r}")
+    if opts.trt_cache_dir and not opts.ort_tensorrt:
+        raise InputError(
+            "--trt-cache-dir is the engine cache of ONNX Runtime's TensorRT provider; "
+            "it needs --ort-tensorrt (an ONNX model), or drop it"
+        )
     name = check_model_name(opts.name or model_name_for(paths[0]))
     model_dir = Path(repository) / name
+    _check_folders([Path(repository), model_dir, model_dir / str(opts.version)])
     if kinds == {"onnx"}:
         if len(paths) > 1:
             raise InputError("one ONNX model per Triton model; several files are only for plans of different GPUs")
@@ -115,7 +121,10 @@ def export_triton(
     where = str(model_dir / "config.pbtxt")
     text = validated_text(message, where)  # refuses anything Triton's schema would refuse, before writing
     version_dir = model_dir / str(opts.version)
-    version_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        version_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ArtifactError(f"cannot create {version_dir}: {exc.strerror}") from exc
     written = []
     for src, dst_name in files:
         dst = version_dir / dst_name
@@ -135,6 +144,17 @@ def export_triton(
         max_batch=int(message["max_batch_size"]),
         config_text=text,
     )
+
+
+def _check_folders(folders: Sequence[Path]) -> None:
+    """Refuse, before anything is written, a folder of the repository that is a file (or
+    lies under one): ``--out`` names a folder."""
+    for folder in folders:
+        for p in (folder, *folder.parents):
+            if p.exists():
+                if not p.is_dir():
+                    raise InputError(f"{p} is a file, not a folder; --out names the repository folder")
+                break
 
 
 def check_repository_model(model_dir: str | Path) -> Any:

@@ -5,6 +5,27 @@ PyTriton runs Triton's own ``tritonserver`` binary (HTTP, gRPC, Prometheus metri
 dynamic batcher) as a child process; the model itself runs here, in Python, through
 :class:`~edgevit.serve.core.InferenceCore` on :mod:`edgevit.runtime` models, one per
 Triton model instance.
+
+Three things PyTriton does not do the way a server must, and what this module does about them:
+
+* Readiness. PyTriton starts Triton with an empty model repository and loads the model
+  through Triton's API afterwards, so ``/v2/health/ready`` answers 200 before the model
+  exists. Here the model is written into the repository before Triton starts
+  (PyTriton's ``local_model_store`` life cycle): Triton loads it at startup and opens its
+  ports only when it is loaded, and Triton's strict readiness holds.
+* One bad request in a batch. PyTriton's batch handler (its ``proxy/model.py``, run by
+  Triton's Python-backend stub) answers a batch with results for every request or one
+  error for all. The Python backend itself can answer each request with its own error
+  (``InferenceResponse(error=TritonError(msg, INVALID_ARG))``: HTTP 400, gRPC
+  INVALID_ARGUMENT). :data:`REQUEST_HOOK` adds that to the copy of PyTriton's handler
+  that goes into the repository; the request's own one-line message is all the client
+  sees. The same hook keeps an input with no elements (a 0 x 0 image), which PyTriton's
+  shared-memory tensor store cannot carry, from failing its whole batch.
+* Stopping under load. Triton waits for in-flight requests up to its exit timeout, then
+  exits anyway and its Python-backend stub lives on. Here the model is unloaded first
+  (in-flight requests finish, new ones are refused), then Triton is stopped, and whatever
+  of its process tree is still running after a bounded wait is killed
+  (:mod:`edgevit.serve.processes`).
 """
 
 from __future__ import annotations
@@ -14,11 +35,12 @@ import json
 import logging
 import os
 import re
-import shutil
 import socket
 import sysconfig
-import tempfile
 import threading
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,11 +50,58 @@ from typing import Any
 import numpy as np
 
 from edgevit.errors import BackendError, EdgeVitError, InputError
+from edgevit.serve import processes
 from edgevit.serve.core import IMAGES, PROBS, TENSOR, TOP_K, InferenceCore
 from edgevit.serve.deps import require
 
 LOG_TAIL_LINES = 20
 DEFAULT_MAX_BATCH = 32
+EXIT_TIMEOUT_S = 5  # Triton's wait for in-flight requests when it stops
+STARTUP_TIMEOUT_S = 120.0  # Triton's start and its load of the proxy model (ours is loaded before), as PyTriton
+STOP_GRACE_S = 5.0  # how long what is left of Triton's process tree gets before it is killed
+ERROR = "edgevit_error"  # a response entry that REQUEST_HOOK turns into this request's own error
+EMPTY = "edgevit_empty:"  # + input name: the shape of an input with no elements (REQUEST_HOOK)
+
+REQUEST_HOOK = f"""
+
+# ---- added by edgevit (edgevit/serve/server.py) ---------------------------------------
+# One request of a batch fails alone. PyTriton's BatchResponsesHandler builds every response
+# with _wrap_response() and fails a batch only as a whole; Triton's Python backend can fail
+# one request (a response that carries an error). The inference callable marks a refused
+# request with a '{ERROR}' entry holding its one-line message; that request gets the message
+# as INVALID_ARG (HTTP 400, gRPC INVALID_ARGUMENT), the others their results.
+# An input with no elements (a 0 x 0 image) cannot pass PyTriton's shared-memory tensor
+# store (it fails the whole batch there); it is sent as its shape under '{EMPTY}<name>'
+# and the inference callable refuses it like any other invalid request.
+def _edgevit_errors_per_request(wrap):
+    def _wrap_response(response, requested_outputs_names, model_outputs_dict):
+        data = response.data
+        if data is not None and "{ERROR}" in data:
+            item = data["{ERROR}"].reshape(-1)[0]
+            message = item.decode("utf-8", "replace") if isinstance(item, bytes) else str(item)
+            error = pb_utils.TritonError(message, pb_utils.TritonError.INVALID_ARG)
+            return pb_utils.InferenceResponse(output_tensors=[], error=error)
+        return wrap(response, requested_outputs_names, model_outputs_dict)
+
+    return _wrap_response
+
+
+def _edgevit_empty_inputs_as_shapes(wrap):
+    def _wrap_request(*args, **kwargs):
+        import numpy
+
+        request = wrap(*args, **kwargs)
+        for name in [k for k, v in request.data.items() if getattr(v, "size", 1) == 0]:
+            request.data["{EMPTY}" + name] = numpy.asarray(request.data.pop(name).shape, dtype=numpy.int64)
+        return request
+
+    return _wrap_request
+
+
+_wrap_response = _edgevit_errors_per_request(_wrap_response)
+TritonRequestsServer._wrap_request = _edgevit_empty_inputs_as_shapes(TritonRequestsServer._wrap_request)
+"""
+INPUT_DTYPES = {IMAGES: np.uint8, TENSOR: np.float32}
 
 
 def check_preferred(sizes: Sequence[int], max_batch: int) -> None:
@@ -57,7 +126,8 @@ class ServeConfig:
         instances: model instances (each a separately loaded model, run in parallel).
         top_k: classes returned per image.
         model_name: the name clients use (default: from the artifact's file name).
-        provider, threads: ONNX Runtime execution provider and CPU threads per instance.
+        backend, provider, precision, threads: how each instance loads the artifact
+            (:func:`edgevit.runtime.load`'s ``backend``, ``provider``, ``precision``, ``threads``).
     """
 
     host: str = "127.0.0.1"
@@ -71,7 +141,9 @@ class ServeConfig:
     instances: int = 1
     top_k: int = 5
     model_name: str | None = None
+    backend: str = "auto"
     provider: str = "cpu"
+    precision: str = "default"
     threads: int | None = None
 
     def check(self) -> None:
@@ -100,8 +172,12 @@ def model_name_for(path: str | Path) -> str:
 
 
 def check_model_name(name: str) -> str:
+    """A name Triton accepts that is also one folder of a model repository ('.' and '..'
+    would write the repository's parent and serve a model no URL reaches)."""
     if not re.fullmatch(r"[A-Za-z0-9._-]+", name):
         raise InputError(f"model name {name!r} may only contain letters, digits, '.', '_' and '-'")
+    if name in (".", ".."):
+        raise InputError(f"model name {name!r} names a folder, not a model; pick a name with a letter or digit")
     return name
 
 
@@ -112,22 +188,6 @@ def error_summary(exc: BaseException, limit: int = 400) -> str:
         if re.match(r"^[A-Za-z_.]*(Error|Exception)\b", line):
             return line[:limit]
     return (lines[0] if lines else type(exc).__name__)[:limit]
-
-
-def remove_triton_model_copies(workspace: str) -> None:
-    """Triton copies a model loaded with an inline config to ``$TMPDIR/folderXXXXXX`` and does not
-    always remove it at exit. Remove the copies of this server's model only: the ones whose
-    ``config.pbtxt`` names this server's PyTriton workspace (unique per server)."""
-    if not workspace:
-        return
-    for tmp in {Path(tempfile.gettempdir()), Path("/tmp")}:
-        for folder in tmp.glob("folder*"):
-            config = folder / "config.pbtxt"
-            try:
-                if config.is_file() and f'"{workspace}"' in config.read_text(errors="replace"):
-                    shutil.rmtree(folder, ignore_errors=True)
-            except OSError:
-                continue
 
 
 def check_ports_free(host: str, ports: Sequence[int]) -> None:
@@ -164,13 +224,81 @@ def own_libpython_first() -> Iterator[None]:
             os.environ["LD_LIBRARY_PATH"] = old
 
 
+def install_request_hook(model_py: Path) -> bool:
+    """Append :data:`REQUEST_HOOK` to the repository copy of PyTriton's proxy model; False
+    (and nothing written) when this PyTriton's proxy lacks the functions it wraps."""
+    text = model_py.read_text(encoding="utf-8")
+    needed = ("def _wrap_response(", "_wrap_response(response", "class TritonRequestsServer", "def _wrap_request(")
+    if not all(n in text for n in needed):
+        return False
+    if REQUEST_HOOK not in text:
+        model_py.write_text(text + REQUEST_HOOK, encoding="utf-8")
+    return True
+
+
+def restore_empty_inputs(request: Any) -> Any:
+    """Undo :data:`REQUEST_HOOK`'s stand-in for an input with no elements: the input again,
+    as an empty array of its shape, for :class:`InferenceCore` to refuse with its message."""
+    for key in [k for k in request if isinstance(k, str) and k.startswith(EMPTY)]:
+        name = key[len(EMPTY) :]
+        shape = tuple(int(d) for d in np.asarray(request[key]).reshape(-1))
+        del request[key]
+        request[name] = np.zeros(shape, INPUT_DTYPES.get(name, np.float32))
+    return request
+
+
+def shm_region_prefix(triton_pid: int) -> str:
+    """The name prefix of the shared memory regions of Triton's Python backend, from the
+    ``python,shm-region-prefix-name=...`` argument PyTriton starts ``tritonserver`` with
+    (unique per server: PyTriton adds a random part)."""
+    key = b"shm-region-prefix-name="
+    try:
+        args = Path(f"/proc/{triton_pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return ""
+    for arg in args:
+        if key in arg:
+            value = arg.split(key, 1)[1].split(b",")[0].decode(errors="replace")
+            return value if re.fullmatch(r"[A-Za-z0-9_-]{8,}", value) else ""
+    return ""
+
+
+def http_status(url: str, method: str = "GET", headers: dict[str, str] | None = None, timeout: float = 2.0) -> int:
+    """The HTTP status ``url`` answers with; 0 when nothing answers."""
+    data = b"{}" if method == "POST" else None
+    request = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as r:
+            return int(r.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except OSError:
+        return 0
+
+
+def triton_log_error(log: str) -> str:
+    """The error line of Triton's log that says why it stopped ('' when there is none)."""
+    noise = ("CudaDriverHelper", "config modification time", "pinned memory", "NVML", "DCGM")
+    errors = []
+    for line in log.splitlines():
+        m = re.match(r'^E\d{4} [\d:.]+\s+\d+ [^\]]+\] "?(.*?)"?$', line.strip())
+        if m and not any(n in m.group(1) for n in noise):
+            errors.append(m.group(1))
+    for line in errors:  # the model's own failure first: it names the cause
+        if "failed to load" in line or "Model initialize error" in line:
+            return error_summary(RuntimeError(line))
+    return error_summary(RuntimeError(errors[-1])) if errors else ""
+
+
 class TritonModelServer:
     """One artifact behind a Triton Inference Server (PyTriton), as a context manager.
 
     >>> with TritonModelServer("model.int8.onnx", ServeConfig(http_port=8000)) as server:
     ...     server.wait()   # until stop() is called (a signal handler) or Triton dies
 
-    Raises :class:`BackendError` when PyTriton is missing or Triton fails to start.
+    :meth:`start` returns once the model answers (Triton's ``/v2/health/ready`` and the
+    model's own ready endpoint both say 200). Raises :class:`BackendError` when PyTriton is
+    missing or Triton fails to start or to load the model.
     """
 
     def __init__(self, artifact: str | Path, config: ServeConfig | None = None):
@@ -181,8 +309,13 @@ class TritonModelServer:
         self.models: list[Any] = []
         self.cores: list[InferenceCore] = []
         self.max_batch = self.config.max_batch or DEFAULT_MAX_BATCH
+        self.state = "new"  # starting -> ready -> stopping -> stopped
+        self.per_request_errors = False  # REQUEST_HOOK is in the served model
+        self.left_running: list[str] = []  # processes of Triton's tree that survived stop(); normally none
         self._triton: Any = None
-        self._workspace = ""  # PyTriton's per-server workspace, named in the model config Triton copies
+        self._workspace = ""  # PyTriton's per-server workspace (model repository, sockets, Triton's binaries)
+        self._procs: list[tuple[int, str]] = []  # Triton's process tree, recorded once the model was ready
+        self._shm_prefix = ""  # names this server's Python-backend shared memory in /dev/shm
         self._stop = threading.Event()
         self.stopped_by = ""
 
@@ -216,11 +349,19 @@ class TritonModelServer:
         cfg = self.config
         for logger in ("pytriton", "sh"):
             logging.getLogger(logger).setLevel(logging.WARNING if os.environ.get("EDGEVIT_SERVE_DEBUG") else 60)
+        self.state = "starting"
         try:
             check_ports_free(cfg.host, [cfg.http_port, cfg.grpc_port, cfg.metrics_port])
             for _ in range(cfg.instances):
                 self.models.append(
-                    runtime.load(self.artifact, provider=cfg.provider, threads=cfg.threads, batch_size=self.max_batch)
+                    runtime.load(
+                        self.artifact,
+                        backend=cfg.backend,
+                        provider=cfg.provider,
+                        precision=cfg.precision,
+                        threads=cfg.threads,
+                        batch_size=self.max_batch,
+                    )
                 )
             model = self.models[0]
             runner_max = model.runner.max_batch
@@ -251,9 +392,13 @@ class TritonModelServer:
                 http_port=cfg.http_port,
                 grpc_port=cfg.grpc_port,
                 metrics_port=cfg.metrics_port,
-                exit_timeout_secs=5,
+                exit_timeout_secs=EXIT_TIMEOUT_S,
+                strict_readiness=True,
             )
-            self._triton = triton_mod.Triton(config=triton_config)
+            # The model goes into the repository before Triton starts: Triton loads it at
+            # startup and opens its ports after, so "ready" means the model is.
+            policy = triton_mod.TritonLifecyclePolicy(launch_triton_on_startup=False, local_model_store=True)
+            self._triton = triton_mod.Triton(config=triton_config, triton_lifecycle_policy=policy)
             self._triton.bind(
                 model_name=self.name,
                 infer_func=[self._infer_fn(core) for core in self.cores],
@@ -268,27 +413,92 @@ class TritonModelServer:
                 config=model_config,
                 strict=False,
             )
-            self._add_parameters(self._metadata())
-            try:
-                with own_libpython_first():
-                    self._triton.run()
-            except EdgeVitError:
-                raise
-            except Exception as exc:  # PyTriton and tritonclient raise their own types
-                raise BackendError(
-                    f"Triton could not start or load model '{self.name}': {error_summary(exc)} "
-                    "(set EDGEVIT_SERVE_DEBUG=1 for PyTriton's log)"
-                ) from exc
-            if not self._triton.is_alive():
-                raise BackendError(f"Triton stopped while loading {self.name}: {self.log_tail()}")
+            self._write_repository_model(self._metadata())
+            self._launch()
         except BaseException:
             self.stop()
             raise
+        self.state = "ready"
         return self
+
+    def _launch(self) -> None:
+        """Start Triton, wait until it has loaded the model, connect PyTriton's handlers."""
+        run_server = getattr(self._triton, "_run_server", None)  # Triton.run() is _run_server() + connect()
+        try:
+            with own_libpython_first():
+                if run_server is None:  # pragma: no cover - depends on the PyTriton release
+                    self._triton.run()
+                else:
+                    run_server()
+            if run_server is not None:
+                # PyTriton's own wait for a Triton that died at startup lasts 120 s; this one ends with it
+                self._wait_until_ready()
+                self._triton.connect()
+        except EdgeVitError:
+            raise
+        except Exception as exc:  # PyTriton and tritonclient raise their own types
+            raise BackendError(
+                f"Triton could not start or load model '{self.name}': {error_summary(exc)} "
+                "(set EDGEVIT_SERVE_DEBUG=1 for PyTriton's log)"
+            ) from exc
+        self._procs = self._triton_tree()
+        # the model's own ready endpoint, as a client sees it (patiently: a busy machine answers slowly)
+        url = f"http://{self.http_url}/v2/models/{self.name}/ready"
+        deadline = time.monotonic() + 60
+        while http_status(url, timeout=5.0) != 200:
+            if time.monotonic() > deadline or not self._triton.is_alive():
+                raise BackendError(f"Triton started but model '{self.name}' is not ready: {self.log_tail()}")
+            time.sleep(0.1)
+
+    def _wait_until_ready(self) -> None:
+        """Until Triton answers ready (it opens its ports once the model is loaded), or it exits."""
+        url = f"http://{self.http_url}/v2/health/ready"
+        t0 = time.monotonic()
+        root = None
+        while http_status(url, timeout=1.0) != 200:
+            # the process is tritonserver once exec'd (shortly after the fork): look again until then
+            root = root or self._triton_root()
+            if root and not self._shm_prefix:
+                self._shm_prefix = shm_region_prefix(root[0])
+            gone = root is not None and not processes.running(*root)
+            never_seen = root is None and self._workspace and time.monotonic() - t0 > 10
+            if gone or never_seen:
+                why = triton_log_error(self._log()) or self.log_tail()
+                raise BackendError(f"Triton could not load model '{self.name}': {why}")
+            if time.monotonic() - t0 > STARTUP_TIMEOUT_S:
+                raise BackendError(f"Triton did not load model '{self.name}' in {STARTUP_TIMEOUT_S:.0f} s")
+            time.sleep(0.1)
+
+    def _triton_root(self) -> tuple[int, str] | None:
+        """This server's ``tritonserver`` process (a child of this process running the
+        binary PyTriton copied into this server's workspace)."""
+        binary = str(Path(self._workspace) / "tritonserver" / "bin" / "tritonserver")
+        for pid in processes.children(os.getpid()):
+            if self._workspace and processes.executable(pid) == binary:
+                return pid, processes.start_time(pid)
+        return None
+
+    @property
+    def _stub_binary(self) -> Path:
+        return Path(self._workspace) / "tritonserver" / "backends" / "python" / "triton_python_backend_stub"
+
+    def _triton_tree(self) -> list[tuple[int, str]]:
+        root = self._triton_root()
+        if root is None:
+            return []
+        self._shm_prefix = self._shm_prefix or shm_region_prefix(root[0])
+        return processes.tree(root[0])
 
     def _infer_fn(self, core: InferenceCore) -> Any:
         def infer(requests: Sequence[Any]) -> list[dict[str, np.ndarray]]:
-            return core(requests)
+            out = []
+            for answer in core([restore_empty_inputs(r) for r in requests]):
+                if isinstance(answer, InputError):
+                    if not self.per_request_errors:
+                        raise answer  # this PyTriton can only fail the whole batch
+                    answer = {ERROR: np.array([str(answer).encode("utf-8")], dtype=np.bytes_)}
+                out.append(answer)
+            return out
 
         return infer
 
@@ -303,17 +513,25 @@ class TritonModelServer:
             "edgevit.top_k": str(self.cores[0].top_k),
         }
 
-    def _add_parameters(self, params: dict[str, str]) -> None:
+    def _write_repository_model(self, params: dict[str, str]) -> None:
         """Class names and preprocessing into the model config's ``parameters`` (read with
-        ``get_model_config``). PyTriton has no public hook for this, so reach its generated
-        config; if a PyTriton release moves it, serve without them rather than fail."""
+        ``get_model_config``) and :data:`REQUEST_HOOK` into the proxy model, in the
+        repository PyTriton wrote at ``bind()``. PyTriton has no public hook for either; if a
+        PyTriton release moves them, serve without them rather than fail."""
+        log = logging.getLogger(__name__)
         try:
             for bound in self._triton._model_manager.models:
                 backend_parameters = bound._get_triton_model_config().backend_parameters
                 backend_parameters.update(params)
                 self._workspace = str(backend_parameters.get("workspace-path", ""))
-        except AttributeError:  # pragma: no cover - depends on the PyTriton release
-            logging.getLogger(__name__).warning("this PyTriton cannot add parameters; class names are not served")
+                store = Path(self._workspace) / "model-store"
+                bound.generate_model(store)  # again, now with the parameters
+                model_py = store / bound.model_name / str(bound.model_version) / "model.py"
+                self.per_request_errors = install_request_hook(model_py)
+        except (AttributeError, OSError) as exc:  # pragma: no cover - depends on the PyTriton release
+            log.warning("this PyTriton's model repository cannot be amended (%s); class names are not served", exc)
+        if not self.per_request_errors:
+            log.warning("this PyTriton cannot fail one request of a batch: an invalid request fails its whole batch")
 
     def wait(self, poll_s: float = 0.5) -> str:
         """Block until :meth:`request_stop` is called or Triton stops; returns why."""
@@ -328,23 +546,64 @@ class TritonModelServer:
         self._stop.set()
 
     def stop(self) -> None:
-        """Stop Triton (in-flight requests get up to 5 s) and close the models."""
+        """Stop serving and end every process Triton started; close the models.
+
+        A ready model is unloaded first: requests in flight finish, new ones are refused,
+        and Triton ends its Python-backend stub itself. Then Triton stops (it waits up to
+        ``EXIT_TIMEOUT_S`` for clients to hang up). Whatever of Triton's process tree still
+        runs ``STOP_GRACE_S`` later is killed; :attr:`left_running` lists what even that left."""
         self._stop.set()
+        was_ready = self.state == "ready"
+        self.state = "stopping"
         triton, self._triton = self._triton, None
         if triton is not None:
+            procs = list(dict.fromkeys(self._procs + self._triton_tree()))
+            if was_ready:
+                self._unload(triton)
             try:
                 triton.stop()
             except Exception as exc:  # pragma: no cover - Triton already gone
                 logging.getLogger(__name__).debug("stopping Triton: %s", exc)
-            remove_triton_model_copies(self._workspace)
+            # Triton is gone now and starts no more stubs. One it started after the tree was
+            # recorded (Ctrl-C in a terminal reaches Triton mid-load too) is an orphan by now:
+            # found by its binary, which lies in this server's workspace only.
+            for stub in processes.running_binary(self._stub_binary) if self._workspace else []:
+                procs += processes.tree(stub)
+            procs = list(dict.fromkeys(procs))
+            left = processes.end(procs, STOP_GRACE_S)
+            self.left_running = [processes.describe(pid) for pid, _ in left]
+            if left:  # pragma: no cover - SIGKILL failed (another user's process?)
+                logging.getLogger(__name__).warning("still running after stop: %s", "; ".join(self.left_running))
+            elif self._shm_prefix:  # Triton removes its shared memory unless it was stopped mid-load or killed
+                for region in Path("/dev/shm").glob(self._shm_prefix + "*"):
+                    with contextlib.suppress(OSError):
+                        region.unlink()
         for model in self.models:
             model.close()
         self.models = []
+        self.state = "stopped"
+
+    def _unload(self, triton: Any) -> None:
+        """Unload the model through Triton's repository API (PyTriton guards it with a token):
+        Triton finishes the requests in flight and refuses new ones, then ends the stub."""
+        get_token = getattr(triton, "get_access_token", None)
+        token = get_token() if get_token else None
+        headers = {"Content-Type": "application/json"}
+        if token:
+            headers["triton-access-token"] = token
+        url = f"http://{self.http_url}/v2/repository/models/{self.name}/unload"
+        status = http_status(url, method="POST", headers=headers, timeout=EXIT_TIMEOUT_S + 5)
+        if status != 200:
+            logging.getLogger(__name__).debug("unloading %s answered %s", self.name, status)
+        stubs = [p for p in self._procs if processes.executable(p[0]) == str(self._stub_binary)]
+        processes.wait_gone(stubs, EXIT_TIMEOUT_S)
+
+    def _log(self) -> str:
+        server = getattr(self._triton, "_triton_server", None)
+        return server.logs() if server is not None else ""
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
-        server = getattr(self._triton, "_triton_server", None)
-        text = server.logs() if server is not None else ""
-        tail = [ln for ln in text.splitlines() if ln.strip()][-lines:]
+        tail = [ln for ln in self._log().splitlines() if ln.strip()][-lines:]
         return " | ".join(tail) or "no Triton log"
 
     def __enter__(self) -> TritonModelServer:

@@ -46,12 +46,12 @@ def free_ports(n: int) -> list[int]:
 
 
 def children(pid: int) -> list[int]:
-    """Direct child processes of ``pid`` (Linux /proc)."""
-    try:
-        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    except OSError:
-        return []
-    return [int(p) for p in text.split()]
+    """Direct child processes of ``pid``, started by any of its threads (Linux /proc)."""
+    out = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError):
+            out.update(int(p) for p in (task / "children").read_text().split())
+    return sorted(out)
 
 
 def descendants(pid: int) -> list[int]:
@@ -118,9 +118,17 @@ class ServeProcess:
     def stderr(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
-    def stop(self, signum: int = signal.SIGTERM, timeout: float = 30.0) -> int:
-        """Signal the server and wait; kill its process group if it does not stop in time."""
+    def record_children(self) -> None:
+        """Add the processes running under the server now to those it must end when stopped."""
+        for p in descendants(self.proc.pid):
+            if (p, start_time(p)) not in self.triton_pids:
+                self.triton_pids.append((p, start_time(p)))
+
+    def stop(self, signum: int = signal.SIGTERM, timeout: float = 30.0, linger_s: float = 20.0) -> int:
+        """Signal the server and wait; kill its process group if it does not stop in time.
+        ``lingering`` lists the processes of its tree still running ``linger_s`` after it exited."""
         if self.proc.poll() is None:
+            self.record_children()
             self.proc.send_signal(signum)
             try:
                 self.proc.wait(timeout=timeout)
@@ -128,9 +136,9 @@ class ServeProcess:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout=10)
-        # tritonserver dies with its parent (PR_SET_PDEATHSIG) and its Python-backend stubs
-        # follow; wait for them, then make sure (by pid, checking it is still the same process)
-        self.lingering = self.wait_children(20)
+        # edgevit serve ends its whole tree before it exits; whatever is left after linger_s
+        # is recorded, then killed here (by pid, checking it is still the same process)
+        self.lingering = self.wait_children(linger_s)
         for p, started in self.lingering:
             with contextlib.suppress(ProcessLookupError):
                 if alive(p, started):

@@ -173,7 +173,7 @@ def test_cli_export_triton(tmp_path: Path, nano_artifacts, capsys: pytest.Captur
         [
             "export-triton",
             str(nano_artifacts.int8_onnx),
-            "-o",
+            "--out",
             str(tmp_path / "repo"),
             "--name",
             "nano",
@@ -194,7 +194,7 @@ def test_cli_export_triton(tmp_path: Path, nano_artifacts, capsys: pytest.Captur
         [
             "export-triton",
             str(nano_artifacts.int8_onnx),
-            "-o",
+            "--out",
             str(tmp_path / "r2"),
             "--max-batch",
             "4",
@@ -203,3 +203,49 @@ def test_cli_export_triton(tmp_path: Path, nano_artifacts, capsys: pytest.Captur
         ]
     )
     assert code == 2 and "preferred batch sizes" in capsys.readouterr().err
+
+
+def tree(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["out is a file", "out lies under a file", "model folder is a file", "name ..", "name .", "cache without trt"],
+)
+def test_cli_export_triton_refusals_write_nothing(
+    tmp_path: Path, nano_artifacts, capsys: pytest.CaptureFixture[str], case: str
+) -> None:
+    """Issue #15 F10 and the -o FILE row, issue #17 item 7: one line on stderr, exit 2, and not
+    a byte written (outside --out either)."""
+    from edgevit.cli import main
+
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "file.txt").write_text("mine")
+    (work / "repo").mkdir()
+    (work / "repo" / "taken").write_text("a file where a model folder would go")
+    out, extra = {
+        "out is a file": (work / "file.txt", []),
+        "out lies under a file": (work / "file.txt" / "repo", []),
+        "model folder is a file": (work / "repo", ["--name", "taken"]),
+        "name ..": (work / "repo" / "sub", ["--name", ".."]),
+        "name .": (work / "repo", ["--name", "."]),
+        "cache without trt": (work / "new", ["--trt-cache-dir", "/models/trt-cache"]),
+    }[case]
+    before = tree(tmp_path)
+    code = main(["export-triton", str(nano_artifacts.int8_onnx), "--out", str(out), *extra])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith("edgevit: error: ") and err.count("\n") == 1 and "Traceback" not in err
+    assert tree(tmp_path) == before
+    assert (work / "file.txt").read_text() == "mine"
+
+
+def test_trt_cache_dir_needs_the_tensorrt_provider(tmp_path: Path) -> None:
+    from edgevit.serve.repository import RepositoryOptions, export_triton
+
+    engine = fake_engine(tmp_path / "m.engine")
+    with pytest.raises(InputError, match=r"--trt-cache-dir .* needs --ort-tensorrt"):
+        export_triton([engine], tmp_path / "repo", RepositoryOptions(trt_cache_dir="/cache"))
+    assert not (tmp_path / "repo").exists()
