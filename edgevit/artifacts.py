@@ -123,7 +123,7 @@ _HINTS = {
 }
 
 
-def output_error(path: str | Path, exc: OSError, what: str = "output") -> ArtifactError:
+def output_error(path: str | Path, exc: OSError, what: str = "") -> ArtifactError:
     """The one-line :class:`ArtifactError` for an OSError raised while writing ``path``.
 
     Names the path and the cause (``strerror``) and, for the usual causes, what to do:
@@ -136,10 +136,14 @@ def output_error(path: str | Path, exc: OSError, what: str = "output") -> Artifa
     if other is not None and not Path(str(other)).name.startswith("." + Path(path).name + "."):
         cause += f" ({other})"  # about another file than our temporary one: say which
     hint = _HINTS.get(exc.errno or 0)
-    return ArtifactError(f"cannot write the {what} {path}: {cause}" + (f"; {hint}" if hint else ""))
+    return ArtifactError(f"{_cannot_write(path, what)}: {cause}" + (f"; {hint}" if hint else ""))
 
 
-def check_output_path(path: str | Path, kind: str = "file", what: str = "output") -> Path:
+def _cannot_write(path: Path | str, what: str) -> str:
+    return f"cannot write the {what} {path}" if what else f"cannot write {path}"
+
+
+def check_output_path(path: str | Path, kind: str = "file", what: str = "") -> Path:
     """Refuse, before any work starts, an output path that cannot be written; return it as a Path.
 
     Commands call this on every output whose path they know up front (``-o FILE``, ``--out
@@ -159,7 +163,7 @@ def check_output_path(path: str | Path, kind: str = "file", what: str = "output"
     if kind not in ("file", "dir"):
         raise ValueError(f"kind must be 'file' or 'dir', not {kind!r}")
     path = Path(path)
-    where = f"cannot write the {what} {path}"
+    where = _cannot_write(path, what)
     if kind == "file":
         if path.is_dir():
             raise ArtifactError(f"{where}: it is a folder, not a file; name a file")
@@ -189,7 +193,7 @@ def _shared_mode(path: Path, directory: bool = False) -> None:
 
 
 @contextlib.contextmanager
-def atomic_output(path: str | Path, what: str = "output") -> Iterator[Path]:
+def atomic_output(path: str | Path, what: str = "") -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it into place only on success.
 
     A crash, an exception, Ctrl-C or SIGTERM (the CLI turns it into an exception too)
@@ -204,7 +208,8 @@ def atomic_output(path: str | Path, what: str = "output") -> Iterator[Path]:
 
     Args:
         path: the file to write.
-        what: what it is, for error messages (``"ONNX model"``, ``"calibration table"``).
+        what: what it is, for error messages (``"ONNX model"``, ``"calibration table"``);
+            empty: the path alone.
     """
     path = check_output_path(path, "file", what)
     try:
@@ -245,7 +250,10 @@ def atomic_output_dir(
     An existing ``path`` is replaced only if every entry in it is ``replaceable`` (by
     name; hidden ``*.tmp`` leftovers always are), so the user's own files are never
     deleted: otherwise this refuses before yielding, i.e. before the work starts.
-    Errors are those of :func:`atomic_output`.
+    Errors: those of :func:`check_output_path` before the work, and an OSError while
+    creating or swapping the folders as the one-line :class:`ArtifactError` of
+    :func:`output_error`; the job's own errors pass through unchanged (its files are
+    written with :func:`atomic_output`, which converts their OSErrors).
 
     Args:
         path: the folder to (re)place.
@@ -276,8 +284,8 @@ def atomic_output_dir(
     except OSError as exc:
         raise output_error(path, exc, what) from exc
     try:
+        yield tmp  # the job: its own errors pass through as they are
         try:
-            yield tmp
             _shared_mode(tmp, directory=True)
             if not path.exists():
                 os.rename(tmp, path)
@@ -296,17 +304,17 @@ def atomic_output_dir(
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def write_bytes_atomic(path: str | Path, data: bytes, what: str = "output") -> None:
+def write_bytes_atomic(path: str | Path, data: bytes, what: str = "") -> None:
     with atomic_output(path, what) as tmp:
         tmp.write_bytes(data)
 
 
-def write_text_atomic(path: str | Path, text: str, what: str = "output") -> None:
+def write_text_atomic(path: str | Path, text: str, what: str = "") -> None:
     with atomic_output(path, what) as tmp:
         tmp.write_text(text, encoding="utf-8")
 
 
-def write_json_atomic(path: str | Path, data: Any, what: str = "output") -> None:
+def write_json_atomic(path: str | Path, data: Any, what: str = "") -> None:
     write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False) + "\n", what)
 
 
