@@ -363,6 +363,8 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     from edgevit.artifacts import check_output_path
 
     out = check_output_path(args.out or f"runs/{Path(str(args.data)).name}-{args.preset}", "dir", "run folder")
+    if args.calib_dir:
+        check_output_path(args.calib_dir, "dir", "calibration folder")
     from edgevit.pipeline import run_pipeline  # torch: after the checks that need none
 
     result = run_pipeline(
