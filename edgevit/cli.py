@@ -3,6 +3,18 @@
 Library code raises :class:`~edgevit.errors.EdgeVitError`; here it becomes one line on
 stderr and exit code 2 (a failed validation gate exits with 1). Commands that only run
 models (``validate``, ``predict``, ``info``, ``camera``, ``build``) never import torch.
+
+:func:`main` is the one place where the process meets the outside world:
+
+* a usage error (``--top-k 0``) is one line too, exit code 2;
+* SIGTERM and SIGHUP are handled like Ctrl-C: raised as :class:`Interrupted` (a
+  ``KeyboardInterrupt``) in the main thread, so every ``finally`` runs and
+  :func:`~edgevit.artifacts.atomic_output` removes its temporary files; the exit code is
+  ``128 + signal number`` (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP), as a shell reports a
+  process killed by that signal. Commands with a clean stop of their own (``camera``,
+  ``serve``) install their handlers while they run;
+* a closed pipe (``edgevit info x.onnx | head``) ends the command quietly with 141
+  (``128 + SIGPIPE``), like other Unix tools.
 """
 
 from __future__ import annotations
@@ -10,13 +22,18 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from edgevit import __version__
 from edgevit.errors import EdgeVitError, GateError
-from edgevit.options import add_output, add_quiet, add_switch, add_top_k
+from edgevit.options import add_output, add_quiet, add_switch, add_top_k, positive_int
+
+EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a process killed by SIGPIPE
 
 COMMAND_MODULES = (
     "edgevit.importer.cli",  # import
@@ -112,10 +129,12 @@ def _train_config(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from edgevit.train import train
+    from edgevit.artifacts import check_output_path
 
     name = f"{Path(str(args.data)).name}-{'finetune' if args.init else args.preset}"
-    out = Path(args.out or f"runs/{name}")
+    out = check_output_path(args.out or f"runs/{name}", "dir", "run folder")
+    from edgevit.train import train  # torch: after the checks that need none
+
     result = train(
         _train_config(args), out, resume=args.resume, progress=not args.quiet, note=None if args.quiet else _say
     )
@@ -129,10 +148,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 # -- export / quantize ---------------------------------------------------------------
 def cmd_export(args: argparse.Namespace) -> int:
-    from edgevit.export import export_onnx
+    from edgevit.artifacts import check_output_path
 
     ckpt = Path(args.checkpoint)
-    out = Path(args.output) if args.output else ckpt.with_name("model.onnx")
+    out = check_output_path(args.output or ckpt.with_name("model.onnx"), "file", "ONNX model")
+    from edgevit.export import export_onnx  # torch: after the checks that need none
+
     r = export_onnx(ckpt, out, opset=args.opset, data=args.data, tolerance=args.tolerance)
     print(
         f"{r.path}: opset {r.opset}, ONNX Runtime vs PyTorch max abs logit diff {r.max_abs_diff:.2e} on {r.num_images} images"
@@ -159,7 +180,12 @@ def _add_quant_args(p: argparse.ArgumentParser) -> None:
         d.int8_attention,
         "also quantize the attention batch matmuls (Q.K^T, softmax.V); otherwise they stay in floating point",
     )
-    p.add_argument("--calib-dir", default="calib", help="where calibration tables and TensorRT caches go")
+    p.add_argument(
+        "--calib-dir",
+        default=None,
+        help="where calibration tables and TensorRT caches go (default: calib/ beside the INT8 model; "
+        "pipeline: <out>/calib)",
+    )
     add_switch(
         p,
         "smoothquant",
@@ -204,6 +230,12 @@ def _quant_config(args: argparse.Namespace):
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
+    from edgevit.artifacts import check_output_path
+
+    if args.output:  # the default output is checked by quantize_onnx, which knows it
+        check_output_path(args.output, "file", "INT8 model")
+    if args.calib_dir:
+        check_output_path(args.calib_dir, "dir", "calibration folder")
     from edgevit.quant.quantize import quantize_onnx
 
     r = quantize_onnx(
@@ -241,10 +273,14 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 # -- validate / predict / info -----------------------------------------------------------
 def cmd_validate(args: argparse.Namespace) -> int:
     from edgevit import runtime
+    from edgevit.artifacts import check_output_path
     from edgevit.data import load_dataset
     from edgevit.runtime.cli_args import load_from_args
     from edgevit.validate import validate
 
+    out_dir = check_output_path(args.out or Path(args.candidate).parent, "dir", "report folder")
+    for suffix in (".json", ".md"):
+        check_output_path(out_dir / (args.stem + suffix), "file", "validation report")
     with runtime.load(args.reference) as ref, load_from_args(args.candidate, args) as cand:
         source = args.data or ref.info.data
         if not source:
@@ -252,7 +288,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         ds = load_dataset(source, preprocess=ref.info.preprocess)
         split = ds.split(args.split)
         images, labels = split.images, split.labels
-        if args.limit:
+        if args.limit is not None:
             images, labels = images[: args.limit], labels[: args.limit]
         report = validate(
             ref,
@@ -263,7 +299,6 @@ def cmd_validate(args: argparse.Namespace) -> int:
             max_drop=args.max_drop,
             min_agreement=args.min_agreement,
         )
-    out_dir = Path(args.out) if args.out else Path(args.candidate).parent
     json_path, md_path = report.save(out_dir, stem=args.stem)
     print(report.to_markdown() if not args.quiet else "", end="")
     print(f"report: {md_path} and {json_path}")
@@ -291,15 +326,92 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     from edgevit.artifacts import read_onnx_info
 
-    print(json.dumps(read_onnx_info(args.artifact).to_json_dict(), indent=2))
+    info = read_onnx_info(args.artifact)
+    if args.json:
+        print(json.dumps(info.to_json_dict(), indent=2))
+    else:
+        print(describe_info(info, Path(args.artifact)))
     return 0
+
+
+def _names(names: Sequence[str], shown: int = 10) -> str:
+    listed = ", ".join(names[:shown])
+    return f"{listed}, ... ({len(names)} in all)" if len(names) > shown else listed
+
+
+def describe_info(info: Any, path: Path) -> str:
+    """A readable summary of an artifact's metadata: what ``edgevit info`` prints without
+    ``--json`` (which prints every field, the SmoothQuant scales included)."""
+    kinds = {"fp32": "FP32 ONNX model", "int8": "INT8 Q/DQ ONNX model"}
+    source = {"fp32": "a checkpoint", "int8": "an FP32 ONNX model"}
+    size = f"{path.stat().st_size / 1024:.0f} KB" if path.is_file() else "?"
+    c, pre, extra = info.model_config, info.preprocess, info.extra
+    rows = [
+        (
+            "model",
+            f"ViT, {c.img_size} px, {c.in_chans} channel{'s' if c.in_chans > 1 else ''}, patch {c.patch_size}, dim {c.embed_dim}, "
+            f"depth {c.depth}, heads {c.num_heads}, MLP {c.mlp_ratio:g}x",
+        ),
+        ("classes", f"{len(info.class_names)}: {_names(info.class_names)}"),
+        (
+            "preprocess",
+            f"{pre.size} x {pre.size} {'gray' if pre.channels == 1 else 'RGB'}, mean {', '.join(f'{m:.3f}' for m in pre.mean)}, "
+            f"std {', '.join(f'{v:.3f}' for v in pre.std)}",
+        ),
+        ("data", info.data or "-"),
+        (
+            "made from",
+            f"{source.get(info.precision, 'a file')} with sha256 {info.source_sha256[:16]}"
+            if info.source_sha256
+            else "-",
+        ),
+    ]
+    m = extra.get("metrics") or {}
+    if m:
+        parts = [f"best epoch {int(m.get('best_epoch', 0)) + 1} of {m.get('epochs', '?')}"]
+        parts += [f"{k} top-1 {100 * m[f'{k}_acc']:.2f}%" for k in ("val", "test") if f"{k}_acc" in m]
+        if "num_params" in m:
+            parts.append(f"{int(m['num_params']):,} parameters")
+        rows.append(("training", ", ".join(parts)))
+    e = extra.get("export") or {}
+    if e:
+        rows.append(
+            (
+                "export",
+                f"opset {e.get('opset', '?')}, max abs logit diff {float(e.get('max_abs_logit_diff', 0)):.2g} "
+                f"vs PyTorch on {e.get('verify_images', '?')} images (torch {e.get('torch', '?')})",
+            )
+        )
+    q = extra.get("quantization") or {}
+    if q:
+        parts = [f"{q.get('method', '?')} on {q.get('num_images', '?')} images of {q.get('image_source', '?')}"]
+        if "quantized_ops" in q:
+            parts.append(f"{q['quantized_ops']}/{q.get('weighted_ops', '?')} MatMul/Gemm/Conv in INT8")
+        sq = q.get("smoothquant")
+        if isinstance(sq, dict):
+            parts.append(f"SmoothQuant alpha {sq.get('alpha', '?')} on {len(sq.get('scales') or {})} LayerNorms")
+        if "bias_correction" in (q.get("transforms") or []):
+            parts.append("bias correction")
+        floats = q.get("float_layers") or []
+        parts.append(f"{len(floats)} layer(s) in float: {_names(floats, 3)}" if floats else "no layer in float")
+        rows.append(("quantization", "; ".join(parts)))
+    others = sorted(set(extra) - {"metrics", "export", "quantization"})
+    if others:
+        rows.append(("also", ", ".join(others)))
+    width = max(len(k) for k, _ in rows)
+    head = f"{path} ({size}): edgevit {kinds.get(info.precision, info.precision + ' model')}"
+    return "\n".join([head, *(f"  {k.ljust(width)}  {v}" for k, v in rows), "(every field: edgevit info --json)"])
 
 
 # -- pipeline ------------------------------------------------------------------------------
 def cmd_pipeline(args: argparse.Namespace) -> int:
-    from edgevit.pipeline import run_pipeline
+    from edgevit.artifacts import check_output_path
 
-    out = Path(args.out or f"runs/{Path(str(args.data)).name}-{args.preset}")
+    out = check_output_path(args.out or f"runs/{Path(str(args.data)).name}-{args.preset}", "dir", "run folder")
+    if args.calib_dir:
+        check_output_path(args.calib_dir, "dir", "calibration folder")
+    from edgevit.pipeline import run_pipeline  # torch: after the checks that need none
+
     result = run_pipeline(
         out,
         _train_config(args),
@@ -317,12 +429,17 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     return 0
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors, like every other edgevit error."""
+
+    def error(self, message: str) -> Any:
+        self.exit(2, f"edgevit: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from edgevit.runtime.cli_args import add_runtime_args  # no torch: runtime only
 
-    parser = argparse.ArgumentParser(
-        prog="edgevit", description="A Vision Transformer from training to INT8 inference on edge devices."
-    )
+    parser = Parser(prog="edgevit", description="A Vision Transformer from training to INT8 inference on edge devices.")
     parser.add_argument("--version", action="version", version=f"edgevit {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -364,7 +481,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("candidate")
     p.add_argument("--data", help="images (default: the data the reference was trained on)")
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
-    p.add_argument("--limit", type=int, default=None, help="use only the first N images")
+    p.add_argument("--limit", type=positive_int, default=None, help="use only the first N images")
     p.add_argument("--max-drop", type=float, default=1.0, help="gate: largest top-1 drop in points")
     p.add_argument("--min-agreement", type=float, default=98.0, help="gate: smallest top-1 agreement in percent")
     p.add_argument("--out", help="report folder (default: the candidate's folder)")
@@ -381,8 +498,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON line per image")
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("info", help="print an ONNX artifact's edgevit metadata")
+    p = sub.add_parser("info", help="summarize an ONNX artifact's edgevit metadata")
     p.add_argument("artifact")
+    p.add_argument("--json", action="store_true", help="print every metadata field as JSON")
     p.set_defaults(func=cmd_info)
 
     # Commands living next to their code; each module has register(subparsers).
@@ -398,20 +516,73 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+class Interrupted(KeyboardInterrupt):
+    """A termination signal (SIGTERM, SIGHUP) raised in the main thread, so it unwinds
+    the command exactly like Ctrl-C: cleanups run and nothing partial is left."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_interrupted(signum: int, _frame: Any) -> None:
+    # once: a second SIGTERM must not interrupt the cleanup the first one started
+    signal.signal(signum, signal.SIG_IGN)
+    raise Interrupted(signum)
+
+
+def _install_signal_handlers() -> dict[int, Any]:
+    """Handle SIGTERM and SIGHUP like SIGINT; return the handlers to restore. Leaves alone a
+    signal that is already ignored or handled (``nohup`` ignores SIGHUP) and does nothing
+    outside the main thread (``signal.signal`` only works there)."""
+    previous = {}
+    for name in ("SIGTERM", "SIGHUP"):
+        sig = getattr(signal, name, None)  # no SIGHUP on Windows
+        if sig is None:
+            continue
+        try:
+            if signal.getsignal(sig) is signal.SIG_DFL:
+                previous[sig] = signal.signal(sig, _raise_interrupted)
+        except ValueError:  # not the main thread
+            break
+    return previous
+
+
+def _silence_stdout() -> None:
+    """After a broken pipe: point stdout at /dev/null so the interpreter's final flush
+    does not print a second error."""
     try:
-        return int(args.func(args) or 0)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no real stdout (a test's capture)
+        pass
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one ``edgevit`` command; return its exit code (see the module docstring)."""
+    previous = _install_signal_handlers()
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not at exit
+        return code
     except GateError as exc:
         print(f"edgevit: {exc}", file=sys.stderr)
         return 1
     except EdgeVitError as exc:
         print(f"edgevit: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("edgevit: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        signum = getattr(exc, "signum", signal.SIGINT)
+        print(f"edgevit: interrupted ({signal.Signals(signum).name})", file=sys.stderr)
+        return 128 + int(signum)
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":

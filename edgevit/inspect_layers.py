@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from edgevit.artifacts import read_onnx_info, write_json_atomic, write_text_atomic
+from edgevit.artifacts import read_onnx_info, sha256_file, write_json_atomic, write_text_atomic
 from edgevit.errors import ArtifactError, EdgeVitError, InputError
 from edgevit.quant.stats import TensorStats
 
@@ -143,6 +143,13 @@ def inspect_layers(
         raise ArtifactError(
             f"inspect compares an FP32 model with its INT8 Q/DQ model; got {ref_info.precision} and "
             f"{cand_info.precision}"
+        )
+    # the tensors are matched by name: against another FP32 model the report would be noise
+    ref_sha = sha256_file(reference)
+    if cand_info.source_sha256 and cand_info.source_sha256 != ref_sha:
+        raise ArtifactError(
+            f"{candidate} was quantized from an FP32 model with sha256 {cand_info.source_sha256[:12]}, but {reference} "
+            f"is {ref_sha[:12]}; pass the FP32 model it was made from"
         )
     fp32, int8 = onnx.load(str(reference)), onnx.load(str(candidate))
     ref_inputs = (

@@ -1,5 +1,13 @@
 """The main job: train -> export -> quantize -> validate into one run folder, with a
-summary of accuracy, agreement, sizes and speed of the FP32 and INT8 models."""
+summary of accuracy, agreement, sizes and speed of the FP32 and INT8 models.
+
+A run folder always holds one run: the job works in a hidden folder beside it
+(``.<name>.partial-*``) and puts it in place whole at the end
+(:func:`edgevit.artifacts.atomic_output_dir`). An interrupted or failed run leaves the
+previous run as it was, never a new ``model.onnx`` beside an old ``model.int8.onnx`` and
+``summary.json``. Rerunning into a folder replaces the previous run (with what was made from
+it, such as ``layers/``); a folder holding other files is refused before training starts.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +19,28 @@ from typing import Any
 
 import numpy as np
 
-from edgevit.artifacts import write_json_atomic, write_text_atomic
+from edgevit.artifacts import atomic_output_dir, check_output_path, write_json_atomic, write_text_atomic
 from edgevit.quant.config import QuantizeConfig
 from edgevit.sysinfo import describe_machine
 from edgevit.train import TrainConfig
+
+# What a run folder holds (and what `edgevit inspect` adds to it): what a new run may replace.
+RUN_OUTPUTS = frozenset(
+    {
+        "checkpoint.pt",
+        "last.pt",
+        "metrics.json",
+        "training_curve.png",
+        "model.onnx",
+        "model.int8.onnx",
+        "calib",
+        "validation.json",
+        "validation.md",
+        "summary.json",
+        "summary.md",
+        "layers",
+    }
+)
 
 
 @dataclass
@@ -41,12 +67,46 @@ def run_pipeline(
     out_dir: str | Path,
     train_cfg: TrainConfig | None = None,
     quant_cfg: QuantizeConfig | None = None,
-    calib_dir: str | Path = "calib",
+    calib_dir: str | Path | None = None,
     max_drop: float = 1.0,
     min_agreement: float = 98.0,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
 ) -> PipelineResult:
+    """Train, export, quantize and validate into ``out_dir``, replacing a previous run there.
+
+    Args:
+        out_dir: the run folder; written whole at the end (see the module docstring).
+        train_cfg, quant_cfg: training and calibration settings.
+        calib_dir: where the calibration table and TensorRT cache go; default
+            ``<out_dir>/calib``.
+        max_drop, min_agreement: the validation gates.
+        progress: progress bars.
+        log: called with one status line per stage.
+    """
+    say = log or (lambda _msg: None)
+    train_cfg = train_cfg or TrainConfig()
+    quant_cfg = quant_cfg or QuantizeConfig()
+    run_dir = check_output_path(out_dir, "dir", "run folder")
+    if calib_dir is not None:
+        check_output_path(calib_dir, "dir", "calibration folder")
+    with atomic_output_dir(run_dir, "run folder", replaceable=RUN_OUTPUTS.__contains__) as work:
+        summary = _run(work, run_dir, train_cfg, quant_cfg, calib_dir, max_drop, min_agreement, progress, say)
+    return PipelineResult(run_dir, summary)
+
+
+def _run(
+    work: Path,
+    run_dir: Path,
+    train_cfg: TrainConfig,
+    quant_cfg: QuantizeConfig,
+    calib_dir: str | Path | None,
+    max_drop: float,
+    min_agreement: float,
+    progress: bool,
+    say: Callable[[str], None],
+) -> dict[str, Any]:
+    """The pipeline's stages, writing into ``work``; paths recorded are those in ``run_dir``."""
     from edgevit import runtime
     from edgevit.data import load_dataset
     from edgevit.export import export_onnx
@@ -54,27 +114,36 @@ def run_pipeline(
     from edgevit.train import train
     from edgevit.validate import validate
 
-    say = log or (lambda _msg: None)
-    train_cfg = train_cfg or TrainConfig()
-    quant_cfg = quant_cfg or QuantizeConfig()
-    run_dir = Path(out_dir)
+    def final(path: Path) -> Path:
+        """Where a file written in ``work`` will be once the run is in place."""
+        try:
+            return run_dir / Path(path).relative_to(work)
+        except ValueError:
+            return Path(path)
+
+    calib = work / "calib"
+    if calib_dir is not None:
+        try:  # a calibration folder inside the run folder moves with it
+            calib = work / Path(calib_dir).resolve().relative_to(run_dir.resolve())
+        except ValueError:
+            calib = Path(calib_dir)
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
 
     say(f"[1/4] training {train_cfg.preset} on {train_cfg.data} ({train_cfg.epochs} epochs) -> {run_dir}")
     t = time.perf_counter()
-    trained = train(train_cfg, run_dir, progress=progress)
+    trained = train(train_cfg, work, progress=progress)
     timings["train_s"] = time.perf_counter() - t
 
     say("[2/4] exporting FP32 ONNX and checking ONNX Runtime against PyTorch")
     t = time.perf_counter()
-    fp32_path = run_dir / "model.onnx"
+    fp32_path = work / "model.onnx"
     exported = export_onnx(trained.checkpoint, fp32_path)
     timings["export_s"] = time.perf_counter() - t
 
     say(f"[3/4] calibrating ({quant_cfg.method}) and writing the INT8 Q/DQ model")
     t = time.perf_counter()
-    quantized = quantize_onnx(fp32_path, run_dir / "model.int8.onnx", quant_cfg, calib_dir=calib_dir, progress=progress)
+    quantized = quantize_onnx(fp32_path, work / "model.int8.onnx", quant_cfg, calib_dir=calib, progress=progress)
     timings["quantize_s"] = time.perf_counter() - t
 
     say("[4/4] validating INT8 against FP32 on the test split")
@@ -90,7 +159,7 @@ def run_pipeline(
             max_drop=max_drop,
             min_agreement=min_agreement,
         )
-        report.save(run_dir)
+        report.save(work)
         timings["validate_s"] = time.perf_counter() - t
         x = ref.preprocess(ds.test.images)
         fp32_ips = measure_throughput(ref, x)
@@ -116,11 +185,11 @@ def run_pipeline(
         "export_max_abs_diff": exported.max_abs_diff,
         "calibration": {"method": quantized.table.method, "images": quantized.table.num_images},
         "artifacts": {
-            "checkpoint": str(trained.checkpoint),
-            "fp32_onnx": str(fp32_path),
-            "int8_onnx": str(quantized.path),
-            "calibration_table": str(quantized.table_path),
-            "tensorrt_cache": str(quantized.cache_path),
+            "checkpoint": str(final(trained.checkpoint)),
+            "fp32_onnx": str(final(fp32_path)),
+            "int8_onnx": str(final(quantized.path)),
+            "calibration_table": str(final(quantized.table_path)),
+            "tensorrt_cache": str(final(quantized.cache_path)),
             "report": str(run_dir / "validation.md"),
             "training_curve": str(run_dir / "training_curve.png"),
         },
@@ -128,9 +197,9 @@ def run_pipeline(
         "failures": report.failures,
         "timings": timings,
     }
-    write_json_atomic(run_dir / "summary.json", summary)
-    write_text_atomic(run_dir / "summary.md", summary_table(summary) + "\n")
-    return PipelineResult(run_dir, summary)
+    write_json_atomic(work / "summary.json", summary, what="summary")
+    write_text_atomic(work / "summary.md", summary_table(summary) + "\n", what="summary")
+    return summary
 
 
 def summary_table(s: dict[str, Any]) -> str:

@@ -93,8 +93,8 @@ class ValidationReport:
     def save(self, out_dir: str | Path, stem: str = "validation") -> tuple[Path, Path]:
         out_dir = Path(out_dir)
         json_path, md_path = out_dir / f"{stem}.json", out_dir / f"{stem}.md"
-        write_json_atomic(json_path, self.to_dict())
-        write_text_atomic(md_path, self.to_markdown())
+        write_json_atomic(json_path, self.to_dict(), what="validation report")
+        write_text_atomic(md_path, self.to_markdown(), what="validation report")
         return json_path, md_path
 
 

@@ -49,8 +49,8 @@ def test_export_quantize_validate_predict_info(nano_artifacts, tmp_path, digits)
     assert proc.returncode == 0, proc.stderr
     int8 = tmp_path / "m.int8.onnx"
     assert int8.exists() and "18/26" in proc.stdout and "attention in float" in proc.stdout
-    assert len(list((tmp_path / "calib").glob("m-*.percentile.json"))) == 1
-    assert len(list((tmp_path / "calib").glob("m-*.percentile.cache"))) == 1
+    assert len(list((tmp_path / "calib").glob("m-*.percentile-n64-s0.json"))) == 1
+    assert len(list((tmp_path / "calib").glob("m-*.percentile-n64-s0.cache"))) == 1
 
     proc = run("validate", str(onnx_path), str(int8), "--out", str(tmp_path / "report"), "-q")
     assert proc.returncode == 0, proc.stderr
@@ -67,7 +67,7 @@ def test_export_quantize_validate_predict_info(nano_artifacts, tmp_path, digits)
     rec = json.loads(proc.stdout)
     assert rec["image"] == str(img_path) and len(rec["top_k"]) == 2
 
-    proc = run("info", str(int8))
+    proc = run("info", str(int8), "--json")
     assert json.loads(proc.stdout)["precision"] == "int8"
 
 
@@ -160,7 +160,7 @@ def test_train_on_an_image_folder_end_to_end(tmp_path):
     ckpt = tmp_path / "run" / "checkpoint.pt"
     proc = run("export", str(ckpt))
     assert proc.returncode == 0, proc.stderr
-    proc = run("info", str(tmp_path / "run" / "model.onnx"))
+    proc = run("info", str(tmp_path / "run" / "model.onnx"), "--json")
     info = json.loads(proc.stdout)
     assert info["class_names"] == ["left", "mid", "right"]
     assert info["preprocess"]["channels"] == 3 and info["preprocess"]["size"] == 16

@@ -135,6 +135,13 @@ class Model:
     def logits(self, images: ImageBatch, batch_size: int | None = None) -> np.ndarray:
         """Raw logits for uint8 images (list or NHWC batch) or a float32 NCHW batch."""
         bs = self._batch_size(batch_size)
+        if isinstance(images, (str, bytes, Path)):
+            raise InputError(f"got a file name ({images!r}), not images; read it first (edgevit.preprocess.read_image)")
+        if not hasattr(images, "__len__") or not hasattr(images, "__getitem__"):
+            raise InputError(
+                f"got {type(images).__name__}, not images; pass a list of uint8 images, an N x H x W x C uint8 batch "
+                "or a float32 N x C x H x W batch"
+            )
         is_tensor = isinstance(images, np.ndarray) and images.dtype.kind == "f"
         n = len(images)
         if n == 0:
@@ -170,7 +177,10 @@ class Model:
         return np.asarray(out, dtype=np.float32)
 
     def predict(self, images: ImageBatch, top_k: int = DEFAULT_TOP_K, batch_size: int | None = None) -> Prediction:
-        """Classify images; returns the ``top_k`` classes of each, best first."""
+        """Classify images; returns the ``top_k`` classes of each, best first (at most all
+        classes; ``top_k`` below 1 is an :class:`~edgevit.errors.InputError`)."""
+        if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1:
+            raise InputError(f"top_k must be a whole number of at least 1, got {top_k!r}")
         logits = self.logits(images, batch_size)
         idx, top = top_probs(logits, top_k)
         return Prediction(indices=idx, probs=top, labels=self.labels(idx), logits=logits)
