@@ -346,12 +346,15 @@ def describe_info(info: Any, path: Path) -> str:
     source = {"fp32": "a checkpoint", "int8": "an FP32 ONNX model"}
     size = f"{path.stat().st_size / 1024:.0f} KB" if path.is_file() else "?"
     c, pre, extra = info.model_config, info.preprocess, info.extra
+    if c is not None:
+        model = (
+            f"ViT, {c.img_size} px, {c.in_chans} channel{'s' if c.in_chans > 1 else ''}, patch {c.patch_size}, "
+            f"dim {c.embed_dim}, depth {c.depth}, heads {c.num_heads}, MLP {c.mlp_ratio:g}x"
+        )
+    else:  # an imported ONNX graph: edgevit knows its input and classes, not its architecture
+        model = f"imported ONNX classifier, input {' x '.join(map(str, info.input_shape))} (architecture not known)"
     rows = [
-        (
-            "model",
-            f"ViT, {c.img_size} px, {c.in_chans} channel{'s' if c.in_chans > 1 else ''}, patch {c.patch_size}, dim {c.embed_dim}, "
-            f"depth {c.depth}, heads {c.num_heads}, MLP {c.mlp_ratio:g}x",
-        ),
+        ("model", model),
         ("classes", f"{len(info.class_names)}: {_names(info.class_names)}"),
         (
             "preprocess",
@@ -366,6 +369,12 @@ def describe_info(info: Any, path: Path) -> str:
             else "-",
         ),
     ]
+    imp = extra.get("import") or {}
+    if imp:  # made elsewhere: a timm/Hugging Face weight file or an ONNX graph
+        what = f"{imp.get('kind', '?')} {imp.get('source', '?')}"
+        if "producer" in imp:
+            what += f" (made by {imp['producer'] or 'an unknown producer'}, opset {imp.get('opset', '?')})"
+        rows[-1] = ("made from", f"{what}, sha256 {info.source_sha256[:16]}")
     m = extra.get("metrics") or {}
     if m:
         parts = [f"best epoch {int(m.get('best_epoch', 0)) + 1} of {m.get('epochs', '?')}"]
@@ -395,7 +404,7 @@ def describe_info(info: Any, path: Path) -> str:
         floats = q.get("float_layers") or []
         parts.append(f"{len(floats)} layer(s) in float: {_names(floats, 3)}" if floats else "no layer in float")
         rows.append(("quantization", "; ".join(parts)))
-    others = sorted(set(extra) - {"metrics", "export", "quantization"})
+    others = sorted(set(extra) - {"metrics", "export", "quantization", "import"})
     if others:
         rows.append(("also", ", ".join(others)))
     width = max(len(k) for k, _ in rows)

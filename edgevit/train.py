@@ -222,6 +222,10 @@ def _loader(ds: FolderImages, batch_size: int, workers: int, sampler: EpochSampl
         num_workers=workers,
         persistent_workers=workers > 0,
         worker_init_fn=_worker_init if workers > 0 else None,
+        # workers start from a clean process, not a fork of this one: a fork copies the locks
+        # of whatever thread pools (OpenCV, ONNX Runtime, OpenMP) are running here, and a
+        # worker that inherits a held one hangs forever
+        multiprocessing_context="forkserver" if workers > 0 else None,
     )
 
 

@@ -202,7 +202,9 @@ class CalibrationTable:
         for name, r in self.tensors.items():
             if not (math.isfinite(r.min) and math.isfinite(r.max) and r.min <= r.max):
                 raise refuse(f"tensor {name!r} has observed range [{r.min}, {r.max}]")
-            observed = max(abs(r.min), abs(r.max))
+            # the network input's range comes from the preprocessing, not the observed pixels
+            # (a dark calibration set never reaches white): not bounded by what was observed
+            observed = None if r.method == "input" else max(abs(r.min), abs(r.max))
             _check_amax(refuse, f"tensor {name!r}", r.amax, observed)
             for method, bound in (r.candidates or {}).items():
                 if not (math.isfinite(bound) and bound >= 0):

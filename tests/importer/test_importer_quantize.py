@@ -169,6 +169,9 @@ def test_imported_artifact_serves_through_the_cli(imported, color_folder, tmp_pa
     assert main(["predict", str(imported["onnx17"]), str(img), "--top-k", "1"]) == 0
     assert capsys.readouterr().out.strip()
     assert main(["info", str(imported["onnx17"])]) == 0
+    summary = capsys.readouterr().out
+    assert "architecture not known" in summary and "made from   onnx foreign17.onnx (made by pytorch" in summary
+    assert main(["info", str(imported["onnx17"]), "--json"]) == 0
     assert '"model_config": null' in capsys.readouterr().out
     assert (
         main(["camera", str(img), "--model", str(imported["hf"]), "--headless", "--sink", str(tmp_path / "r.jsonl")])

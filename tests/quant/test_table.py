@@ -77,3 +77,16 @@ def test_malformed_tables_and_caches(tmp_path):
 def test_table_paths_name_the_model_and_hash(tmp_path):
     js, cache = table_paths(tmp_path, "runs/x/model.onnx", "0123456789abcdef" * 4, "entropy")
     assert js.name == "model-01234567.entropy.json" and cache.name == "model-01234567.entropy.cache"
+
+
+def test_the_input_range_may_exceed_what_dark_images_showed(tmp_path):
+    """The network input's bound comes from the preprocessing (what uint8 pixels can give), so
+    a calibration set that never reached white does not make the table suspicious; any other
+    tensor whose range is far beyond what was observed still is."""
+    dark = {"images": TensorRange(-0.5, 0.4, 2.6, "input"), "x": TensorRange(-1.0, 1.0, 0.9, "percentile")}
+    table = CalibrationTable("ab" * 32, "percentile", 8, "dark:train", dark)
+    table.save(tmp_path / "t.json")
+    assert CalibrationTable.load(tmp_path / "t.json").tensors["images"].amax == 2.6
+    bad = dict(dark, x=TensorRange(-1.0, 1.0, 2.6, "percentile"))
+    with pytest.raises(ArtifactError, match="far beyond the observed"):
+        CalibrationTable("ab" * 32, "percentile", 8, "dark:train", bad).save(tmp_path / "u.json")
