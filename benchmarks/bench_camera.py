@@ -6,7 +6,7 @@ Frames are test-split digits scaled up to camera size (640x480 BGR by default), 
 paths do the same work per frame: BGR->gray, area-resize to 8x8, normalize, infer,
 top-5. For batch 1 and 8 it times
 
-* ``infer``: ``model.infer_tensor`` on already preprocessed batches (the backend alone),
+* ``infer``: ``model.infer_one_call`` on already preprocessed batches (the backend alone),
 * ``predict``: ``model.predict`` in a plain loop over the frames (what a user would write),
 * ``loop``: ``Stream`` over the same frames as a file source (capture thread, queue,
   micro-batcher, results and stats; no sinks),
@@ -55,7 +55,7 @@ def time_infer(model: runtime.Model, frames: list[np.ndarray], batch: int) -> fl
     x = model.preprocess([cv2.cvtColor(f, cv2.COLOR_BGR2GRAY) for f in frames])
     t0 = time.perf_counter()
     for i in range(0, len(x), batch):
-        model.infer_tensor(x[i : i + batch])
+        model.infer_one_call(x[i : i + batch])
     return time.perf_counter() - t0
 
 

@@ -45,9 +45,6 @@ class Split:
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
-    def subset(self, index: np.ndarray) -> Split:
-        return Split(self.images[index], self.labels[index])
-
 
 @dataclass
 class Dataset:

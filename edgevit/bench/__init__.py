@@ -7,13 +7,14 @@
 
 from __future__ import annotations
 
+from edgevit.bench.ratios import compute_ratios
 from edgevit.bench.report import format_markdown, format_report, plot_report, write_report
-from edgevit.bench.run import BenchConfig, compute_ratios, evaluate_claims, run_bench
+from edgevit.bench.run import run_bench
+from edgevit.bench.settings import BenchConfig
 
 __all__ = [
     "BenchConfig",
     "compute_ratios",
-    "evaluate_claims",
     "format_markdown",
     "format_report",
     "plot_report",

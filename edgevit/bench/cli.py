@@ -1,7 +1,7 @@
 """``edgevit bench``: throughput, latency and memory of artifacts and their baselines.
 
     edgevit bench runs/digits-nano/model.onnx runs/digits-nano/model.int8.onnx \\
-        --checkpoint runs/digits-nano/best.pt
+        --checkpoint runs/digits-nano/checkpoint.pt
     edgevit bench --preset tiny --batch-sizes 1 8 32     # DeiT-Tiny shape, random weights
 
 torch is imported only for ``--checkpoint`` (the PyTorch eager baseline) and ``--preset``
@@ -14,6 +14,8 @@ import argparse
 import sys
 import tempfile
 from pathlib import Path
+
+from edgevit.options import add_quiet
 
 
 def _say(msg: str) -> None:
@@ -67,7 +69,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--no-plot", action="store_true")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs (a fresh process per target)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    add_quiet(p)
     p.set_defaults(func=handler)
 
 

@@ -3,8 +3,9 @@
 In the benchmark process the allocator reuses memory that earlier targets (or building the
 models) freed, so resident-memory growth there says little. Here a new interpreter imports
 what the target needs, preprocesses its inputs, records its peak resident set size, then
-loads the target and runs each batch size in ascending order; after each batch size it
-reports the peak RSS (``VmHWM``) and how much it rose above the pre-load peak.
+opens the target the way the benchmark does (:func:`edgevit.bench.targets.open_spec`) and
+runs each batch size in ascending order; after each batch size it reports the peak RSS
+(``VmHWM``) and how much it rose above the pre-load peak.
 
     python -m edgevit.bench.memory '{"kind": "runtime", "path": "m.onnx", ...}' 1 8 32
 """
@@ -16,7 +17,6 @@ import os
 import resource
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +49,7 @@ def _import_backend(spec: dict[str, Any]) -> None:
 
 
 def worker(spec: dict[str, Any], batches: list[int], threads: int) -> dict[str, Any]:
-    import numpy as np
-
+    from edgevit.bench.targets import open_spec
     from edgevit.bench.variants import random_images
     from edgevit.preprocess import Preprocess
 
@@ -58,50 +57,7 @@ def worker(spec: dict[str, Any], batches: list[int], threads: int) -> dict[str, 
     pre = Preprocess.from_dict(spec["preprocess"])
     inputs = {b: pre(random_images(pre, b, seed=b)) for b in sorted(batches)}
     baseline = _peak_mb()
-    infer: Callable[[np.ndarray], Any]
-    if spec["kind"] == "torch":
-        import torch
-
-        from edgevit.train import load_checkpoint, model_from_checkpoint
-
-        torch.set_num_threads(threads)
-        model = model_from_checkpoint(load_checkpoint(spec["path"]))
-
-        def infer(x: np.ndarray) -> Any:
-            with torch.inference_mode():
-                return model(torch.from_numpy(x))
-
-    elif spec["kind"] == "session":
-        from edgevit.runtime.ort_backend import OnnxRuntimeRunner
-
-        runner = OnnxRuntimeRunner(spec["path"], threads=threads)
-
-        def infer(x: np.ndarray) -> Any:
-            return runner.infer({runner.input_name: x})
-
-    elif spec["kind"] == "plain-session":
-        from edgevit.bench.measure import plain_ort_session
-
-        sess = plain_ort_session(spec["path"], threads)
-        names, inp = [o.name for o in sess.get_outputs()], sess.get_inputs()[0].name
-
-        def infer(x: np.ndarray) -> Any:
-            return sess.run(names, {inp: x})
-
-    else:
-        from edgevit import runtime
-
-        m = runtime.load(
-            spec["path"],
-            backend=spec["backend"],
-            threads=threads,
-            precision=spec.get("precision", "default"),
-            batch_size=1 << 16,
-        )
-
-        def infer(x: np.ndarray) -> Any:
-            return m.predict(x, top_k=5)
-
+    infer = open_spec(spec, threads).infer
     after_load = _peak_mb()
     out: dict[str, Any] = {"baseline_mb": round(baseline, 1), "load_mb": round(after_load - baseline, 1), "batches": {}}
     for b in sorted(batches):

@@ -65,14 +65,6 @@ def format_report(report: dict[str, Any]) -> str:
     ]
     lines.append("")
     lines += _table(["preprocess", "input", "img/s", "p50 ms/batch"], pre_rows)
-    lines.append("")
-    lines.append("targets (ratios from this run):")
-    for c in report["claims"]:
-        status = {True: "met", False: "MISSED", None: "not measured"}[c["met"]]
-        where = f"{c['group']} " if c["group"] else ""
-        where += f"b{c['batch']} " if c["batch"] else ""
-        value = "-" if c["value"] is None else f"{c['value']:g}"
-        lines.append(f"  [{status}] {where}{c['claim']}: {value}")
     return "\n".join(lines)
 
 
@@ -184,10 +176,4 @@ def format_markdown(report: dict[str, Any]) -> str:
             f"| {p['size']}x{p['size']}x{p['channels']} | {frame} | {p['batch']} | {_fmt(p['images_per_s'])} "
             f"| {_fmt(p['ms_per_batch_p50'], 3)} |"
         )
-    lines += ["", "### Targets (ratios from this run)", "", "| target | value | met |", "|---|---:|---|"]
-    for c in report["claims"]:
-        where = " ".join(x for x in (c["group"], f"batch {c['batch']}" if c["batch"] else "") if x)
-        value = "-" if c["value"] is None else f"{c['value']:g}"
-        met = {True: "yes", False: "**no**", None: "not measured"}[c["met"]]
-        lines.append(f"| {where + ': ' if where else ''}{c['claim']} | {value} | {met} |")
     return "\n".join(lines) + "\n"

@@ -42,7 +42,6 @@ class BuildResult:
     setup: BuildSetup
     engine_size: int  # bytes of the serialized engine
     seconds: float
-    trtexec: str  # the same build with trtexec, on the files written beside the engine
     warnings: list[str] = field(default_factory=list)
     dla: dict[str, Any] = field(default_factory=dict)
     version: TrtVersion | None = None
@@ -121,9 +120,8 @@ def build_engine(opts: BuildOptions, write: bool = True) -> BuildResult:
         serialized = bytes(serialized)
         io, layers, precision_check = _read_back(trt, version, logger, serialized, net.network, setup)
         dla_report = _dla_report(configured, layers, logger) if dla else {}
-        trtexec = trtexec_command(setup, paths, version, net.input_name, net.chw, opts, configured.fp32_layers)
         notes = logger.warnings() + setup.notes
-        result = BuildResult(None, None, setup, len(serialized), seconds, trtexec, notes, dla_report, version)
+        result = BuildResult(None, None, setup, len(serialized), seconds, notes, dla_report, version)
         if not write:
             return result
         manifest = _manifest(opts, setup, version, device, info, paths, net, serialized, seconds, io)
@@ -132,7 +130,10 @@ def build_engine(opts: BuildOptions, write: bool = True) -> BuildResult:
         manifest.fp16_conversion = prepare_report.get("fp16_conversion", {})
         if "layernorm_decomposed" in prepare_report:
             manifest.settings["layernorm_decomposed"] = prepare_report["layernorm_decomposed"]
-        manifest.trtexec_command, manifest.dla = trtexec, dla_report
+        manifest.trtexec_command = trtexec_command(
+            setup, paths, version, net.input_name, net.chw, opts, configured.fp32_layers
+        )
+        manifest.dla = dla_report
         _write(paths, manifest, serialized, parse_path, calib_bytes)
     if configured.timing is not None and paths.timing_cache is not None:
         with contextlib.suppress(OSError):  # a cache we cannot save only costs time next build

@@ -150,19 +150,22 @@ class Model:
         for start in range(0, n, bs):
             chunk = images[start : start + bs]
             x = self.preprocess.check_tensor(chunk) if is_tensor else self.preprocess(chunk)
-            outs.append(self.infer_tensor(x))
+            outs.append(self.infer_one_call(x))
         return outs[0] if len(outs) == 1 else np.concatenate(outs, axis=0)
 
-    def infer_tensors(self, x: np.ndarray) -> np.ndarray:
-        """Logits of an already preprocessed float32 NCHW batch of any length (no checks),
-        in calls of at most ``batch_size`` images: for callers that built ``x`` themselves."""
+    def infer_chunked(self, x: np.ndarray) -> np.ndarray:
+        """Logits of an already preprocessed float32 NCHW batch of any length (no input checks),
+        split into backend calls of at most ``batch_size`` images (:meth:`infer_one_call` each):
+        for callers that built ``x`` themselves."""
         step = self.batch_size
         if len(x) <= step:
-            return self.infer_tensor(x)
-        return np.concatenate([self.infer_tensor(x[i : i + step]) for i in range(0, len(x), step)])
+            return self.infer_one_call(x)
+        return np.concatenate([self.infer_one_call(x[i : i + step]) for i in range(0, len(x), step)])
 
-    def infer_tensor(self, x: np.ndarray) -> np.ndarray:
-        """Run one already preprocessed batch (no splitting, no checks) and return logits."""
+    def infer_one_call(self, x: np.ndarray) -> np.ndarray:
+        """Logits of one already preprocessed batch in exactly one backend call: no splitting
+        (the caller keeps ``x`` within the backend's batch limit), no input checks; the output
+        shape is checked."""
         try:
             out = self.runner.infer({self.runner.input_name: x})[0]
         except BackendError:

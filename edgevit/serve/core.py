@@ -118,6 +118,6 @@ class InferenceCore:
 
     def probabilities(self, x: np.ndarray) -> np.ndarray:
         """Softmax probabilities of a checked float32 NCHW batch, in backend-sized chunks."""
-        logits = self.model.infer_tensors(x)
+        logits = self.model.infer_chunked(x)
         self.backend_calls += -(-x.shape[0] // self.model.batch_size)
         return softmax(logits)

@@ -214,7 +214,7 @@ class Stream:
             sizes.update(1 << k for k in range(top.bit_length()) if 1 << k < top)
         for n in sorted(sizes):
             with contextlib.suppress(Exception):  # a broken model is reported by the loop itself
-                self.model.infer_tensor(np.zeros((n, c, size, size), np.float32))
+                self.model.infer_one_call(np.zeros((n, c, size, size), np.float32))
 
     def stop(self) -> None:
         """End the stream at the next batch (thread- and signal-handler-safe)."""
@@ -372,7 +372,7 @@ class Stream:
     def _logits(self, small: np.ndarray) -> np.ndarray:
         # uint8 frames already checked and resized on capture: normalize the whole batch at
         # once, no NaN check needed
-        return self.model.infer_tensors(self.model.preprocess.normalize(small))
+        return self.model.infer_chunked(self.model.preprocess.normalize(small))
 
     def _failed(self, items: list[CapturedFrame], exc: BaseException) -> list[FrameResult]:
         self.stats.failed_batches += 1

@@ -1,9 +1,11 @@
 """``edgevit bench`` on the nano model: it runs in seconds, its JSON has every field, and
-every ratio it reports or prints is computed from the same run's numbers. No timing
-assertions: the machine is shared and noisy."""
+every ratio it reports or prints is computed from the same run's numbers; the benchmarks'
+acceptance targets (``benchmarks/check_targets.py``) are checked from the report alone. No
+timing assertions: the machine is shared and noisy."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import subprocess
@@ -13,10 +15,26 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgevit.bench import BenchConfig, compute_ratios, evaluate_claims, format_report, run_bench, write_report
+from edgevit.bench import BenchConfig, compute_ratios, format_report, run_bench, write_report
+from edgevit.bench.targets import open_spec
 from edgevit.errors import BackendError, EdgeVitError
 
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 FAST = {"batch_sizes": [1, 4], "rounds": 2, "min_time": 0.0, "min_calls": 2, "warmup": 1, "preprocess_rounds": 1}
+
+
+@pytest.fixture(scope="module")
+def check_targets():
+    spec = importlib.util.spec_from_file_location("check_targets", BENCHMARKS / "check_targets.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def targets() -> dict:
+    return json.loads((BENCHMARKS / "targets.json").read_text())
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +55,8 @@ def nano_report(nano_artifacts, tmp_path_factory) -> dict:
 
 def test_report_has_every_field(nano_report):
     r = nano_report
-    assert r["schema"] == "edgevit-bench/1"
+    assert r["schema"] == "edgevit-bench/2"
+    assert "claims" not in r  # acceptance targets are the benchmarks', checked by benchmarks/check_targets.py
     assert {"description", "cpu", "cores", "python", "versions"} <= set(r["machine"])
     assert r["threads"] == 1
     assert len(r["loadavg"]["start"]) == 3 and len(r["loadavg"]["end"]) == 3
@@ -117,7 +136,7 @@ def test_ratios_are_computed_from_the_same_runs_results(nano_report):
     assert compute_ratios(nano_report) == ratios
 
 
-def test_printed_ratios_and_claims_come_from_the_report(nano_report):
+def test_printed_ratios_come_from_the_report(nano_report):
     text = format_report(nano_report)
     by_target = {t["id"]: t for t in nano_report["targets"]}
     vs_fp32 = {
@@ -131,21 +150,32 @@ def test_printed_ratios_and_claims_come_from_the_report(nano_report):
         printed = float(re.search(r"([0-9.]+)x", line.split("]")[-1]).group(1))
         assert printed == pytest.approx(vs_fp32[(row["kind"], row["batch"])], abs=0.006)
         assert f"{row['throughput']:.1f}" in line
-    overhead = [c for c in nano_report["claims"] if c["numerator"] == "ort-int8-session"]
+    assert "MISSED" not in text and "ratios from this run" not in text  # numbers and ratios, no pass/fail
+
+
+def test_benchmark_targets_are_checked_from_the_report_alone(nano_report, check_targets, targets, tmp_path, capsys):
+    claims = check_targets.evaluate(nano_report, targets)
+    overhead = [c for c in claims if c["numerator"] == "ort-int8-session"]
     assert {c["batch"] for c in overhead} == {1, 4}
     thr = {(r["kind"], r["batch"]): r["throughput"] for r in nano_report["results"]}
     for c in overhead:
         assert c["value"] == pytest.approx(
             thr[("ort-int8-session", c["batch"])] / thr[("ort-int8", c["batch"])] - 1, abs=1e-4
         )
-    size = next(c for c in nano_report["claims"] if c["numerator"] == "int8 file MB")
+    size = next(c for c in claims if c["numerator"] == "int8 file MB")
     sizes = {t["kind"]: t["file_mb"] for t in nano_report["targets"]}
     assert size["value"] == pytest.approx(sizes["ort-int8"] / sizes["ort-fp32"], abs=1e-3)
-    assert "targets (ratios from this run):" in text
-    assert evaluate_claims(nano_report) == nano_report["claims"]
+    pre = [c for c in claims if c["numerator"] == "images/s"]
+    assert len(pre) == len(targets["preprocess"]) and all(c["value"] for c in pre)  # every run times them
+    report = tmp_path / "r.json"
+    report.write_text(json.dumps(nano_report))
+    code = check_targets.main([str(report)])
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == len(claims)
+    assert code == (1 if any(c["met"] is False for c in claims) else 0)
 
 
-def test_speed_claims_use_batch_8_of_the_tiny_group():
+def test_speed_targets_use_batch_8_of_the_tiny_group(check_targets, targets):
     def row(kind: str, thr: float) -> dict:
         return {"group": "tiny", "kind": kind, "batch": 8, "throughput": thr}
 
@@ -160,14 +190,14 @@ def test_speed_claims_use_batch_8_of_the_tiny_group():
         "targets": [],
         "preprocess": [],
     }
-    claims = {(c["numerator"], c["denominator"]): c for c in evaluate_claims(report)}
+    claims = {(c["numerator"], c["denominator"]): c for c in check_targets.evaluate(report, targets)}
     assert claims[("ort-int8", "ort-fp32")]["value"] == pytest.approx(100 / 60, abs=1e-3)
     assert claims[("ort-int8", "ort-fp32")]["met"] is True
     assert claims[("ort-int8", "torch-fp32")]["met"] is True
     assert claims[("ov-int8", "ort-fp32")]["value"] == pytest.approx(160 / 60, abs=1e-3)
     assert claims[("ort-int8", "ort-int8-ortdefault")]["met"] is True  # 2.0 >= 1.5
     report["results"] = [dict(r, group="nano") for r in report["results"]]
-    assert not [c for c in evaluate_claims(report) if c["group"] == "nano"]  # speed targets are tiny's
+    assert not [c for c in check_targets.evaluate(report, targets) if c["group"] == "nano"]  # tiny's targets
 
 
 def test_write_report_makes_json_and_png(nano_report, tmp_path):
@@ -247,6 +277,8 @@ def test_bad_configurations_are_one_line_errors(nano_artifacts, tmp_path):
         run_bench(BenchConfig(artifacts=[tmp_path / "missing.onnx"], **FAST), progress=False)
     with pytest.raises(EdgeVitError, match="batch sizes"):
         BenchConfig(batch_sizes=[0])
+    with pytest.raises(EdgeVitError, match="unknown bench target kind 'tvm'"):
+        open_spec({"kind": "tvm", "path": str(nano_artifacts.int8_onnx)}, threads=1)
     with pytest.raises(EdgeVitError, match="two int8 models"):
         run_bench(
             BenchConfig(

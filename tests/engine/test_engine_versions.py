@@ -181,6 +181,6 @@ def test_print_trtexec_on_the_device_matches_the_build(use_trt, nano_variants, t
     opts = _opts(nano_variants, tmp_path, "fp32", "int8", cache=True, workspace_mib=256, opt_level=3)
     printed = print_trtexec(opts)
     result = build_engine(opts)
-    assert printed == result.manifest.trtexec_command == result.trtexec
+    assert printed == result.manifest.trtexec_command
     timing = Path(result.manifest.settings["timing_cache"])
     assert timing.is_file() and f"--timingCacheFile={timing}" in printed and "sm8.7" in timing.name

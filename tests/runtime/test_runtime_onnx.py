@@ -49,7 +49,7 @@ def test_batches_split_and_results_do_not_depend_on_batch_size(nano_artifacts, d
         assert calls == [8, 8, 8, 8, 5]
         b = model.logits(images, batch_size=37)
         calls.clear()  # an already preprocessed batch is split the same way
-        c = model.infer_tensors(model.preprocess(images))
+        c = model.infer_chunked(model.preprocess(images))
         assert calls == [8, 8, 8, 8, 5]
     np.testing.assert_allclose(a, b, atol=1e-5)
     np.testing.assert_allclose(a, c, atol=1e-6)

@@ -162,7 +162,9 @@ class ServeProcess:
 def start_serve(
     artifact: Path, log: Path, extra: Sequence[str] = (), name: str = "nano", timeout: float = 90.0
 ) -> ServeProcess:
-    """Start ``edgevit serve`` and wait until its model is ready (or fail with its log)."""
+    """Start ``edgevit serve`` and wait until its model is ready and edgevit says it serves
+    (or fail with its log). Triton answers "ready" a moment before ``edgevit serve`` leaves its
+    loading state; a signal in between is an interrupted load (exit 130), not a stop."""
     http, grpc, metrics = free_ports(3)
     cmd = [
         sys.executable,
@@ -190,6 +192,7 @@ def start_serve(
             cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err, text=True, start_new_session=True
         )
     server = ServeProcess(proc, name, http, grpc, metrics, log, started_at=time.time() - 1)
+    quiet = "-q" in extra or "--quiet" in extra  # no banner to wait for
     deadline = time.monotonic() + timeout
     url = f"http://{LOOPBACK}:{http}/v2/models/{name}/ready"
     try:
@@ -199,7 +202,7 @@ def start_serve(
             if time.monotonic() > deadline:
                 raise AssertionError(f"edgevit serve not ready after {timeout} s: {server.stderr()}")
             with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
+                if r.status == 200 and (quiet or " ready in " in server.stderr()):
                     break
             time.sleep(0.2)
         server.triton_pids = [(p, start_time(p)) for p in descendants(proc.pid)]

@@ -1,9 +1,10 @@
 """`edgevit serve` end to end: a real Triton server (PyTriton) on free loopback ports with
 the trained nano model, queried with tritonclient over HTTP and gRPC.
 
-One server per module (started once, about 5 s); the last test stops it with SIGTERM and
-checks the exit code and that no Triton process is left. The slow tests start their own:
-readiness, Ctrl-C while loading, and 16 clients with a quarter of bad requests."""
+One server per module (started once, about 5 s) serves the tests that query it; no test
+stops it, so they pass in any order. The tests that stop a server start their own: SIGTERM,
+and the slow ones (readiness, Ctrl-C while loading, 16 clients with a quarter of bad
+requests)."""
 
 from __future__ import annotations
 
@@ -287,8 +288,10 @@ def test_no_inputs_is_refused(server: ServeProcess) -> None:
     assert http_client(server).is_model_ready(server.name)
 
 
-def test_zz_sigterm_stops_cleanly(server: ServeProcess) -> None:
-    """Last in the module: SIGTERM -> exit 0, the summary line, and no Triton process left."""
+def test_sigterm_stops_cleanly(serve_factory, nano_artifacts) -> None:
+    """SIGTERM -> exit 0, the summary line, and no Triton process left. Its own server: stopping
+    the module's would leave the tests that run after this one without a server."""
+    server = serve_factory(nano_artifacts.int8_onnx)
     assert server.triton_pids, "no tritonserver child found"
     code = server.stop(signal.SIGTERM, linger_s=2)
     assert code == 0, server.stderr()
