@@ -63,7 +63,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="also time other Q/DQ placements (attention matmuls FP32; uint8 activations)",
     )
     p.add_argument("--out", default="benchmarks", help="folder for <name>.json and <name>.png")
-    p.add_argument("--name", default="bench", help="file name stem of the outputs")
+    p.add_argument("--stem", default="bench", help="file name stem of the outputs (like validate --stem)")
     p.add_argument(
         "--workdir", help="where built models go (default: edgevit-bench in the temp folder; reused across runs)"
     )
@@ -110,6 +110,6 @@ def handler(args: argparse.Namespace) -> int:
     )
     report = run_bench(cfg, progress=not args.quiet, log=(lambda m: None) if args.quiet else _say)
     print(format_report(report))
-    paths = write_report(report, out, args.name, plot=not args.no_plot)
+    paths = write_report(report, out, args.stem, plot=not args.no_plot)
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0

@@ -143,3 +143,17 @@ def plain_ort_session(path: str | Path, threads: int) -> Any:
         return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
     except Exception as exc:
         raise BackendError(f"ONNX Runtime cannot load {path} ({first_line(exc)})") from exc
+
+
+def plain_openvino_model(path: str | Path, threads: int) -> Any:
+    """OpenVINO's CPU plugin compiling ``path`` (ONNX or IR ``.xml``) with its own default hints
+    (only the thread count set): what a user who picks OpenVINO instead of edgevit runs. On CPUs
+    with BF16 units (AVX-512 BF16, AMX) its float parts then run in BF16."""
+    from edgevit.runtime.openvino_backend import import_openvino
+
+    ov = import_openvino()
+    try:
+        core = ov.Core()
+        return core.compile_model(str(path), "CPU", {"INFERENCE_NUM_THREADS": threads})
+    except Exception as exc:
+        raise BackendError(f"OpenVINO cannot load {path} ({first_line(exc)})") from exc

@@ -6,8 +6,10 @@ from typing import Any
 
 # Reference targets every other target is divided by, when present in the same group.
 # ``ort-fp32`` runs on edgevit's runner like our INT8 (same threading), so its ratio is the
-# gain of INT8 alone; ``ort-fp32-plain`` is a plain ONNX Runtime session, what users run.
-REFERENCES = ("ort-fp32", "ort-fp32-plain", "torch-fp32", "ort-int8-ortdefault")
+# gain of INT8 alone; ``ort-fp32-plain`` is a plain ONNX Runtime session, what users run;
+# ``ov-fp32-plain`` and ``ov-int8-nncf`` are what a user who picks OpenVINO runs (its FP32 with
+# default hints, BF16 on AMX; NNCF's INT8).
+REFERENCES = ("ort-fp32", "ort-fp32-plain", "torch-fp32", "ort-int8-ortdefault", "ov-fp32-plain", "ov-int8-nncf")
 
 
 def throughputs(report: dict[str, Any]) -> dict[tuple[str, str, int], float]:

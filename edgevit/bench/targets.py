@@ -8,6 +8,7 @@ both in the benchmark process and in the fresh process that measures its memory
 * ``runtime``: ``edgevit.runtime.load(path, backend=...).predict`` (ONNX Runtime, OpenVINO, TensorRT);
 * ``session``: an ONNX Runtime runner's bare ``infer``, without ``predict``;
 * ``plain-session``: a plain ``onnxruntime.InferenceSession`` with ONNX Runtime's defaults;
+* ``plain-openvino``: OpenVINO's ``compile_model`` with its default hints (ONNX or IR);
 * ``torch``: PyTorch eager FP32 from an edgevit checkpoint (imports torch).
 """
 
@@ -21,18 +22,19 @@ from typing import Any
 import numpy as np
 
 from edgevit.artifacts import ArtifactInfo, read_onnx_info
-from edgevit.bench.measure import WallTimer, plain_ort_session, timer_for
+from edgevit.bench.measure import WallTimer, plain_openvino_model, plain_ort_session, timer_for
 from edgevit.bench.settings import BenchConfig
-from edgevit.bench.variants import ort_default_int8, policy_variant, random_images
+from edgevit.bench.variants import nncf_available, nncf_int8, ort_default_int8, policy_variant, random_images
 from edgevit.config import PRESETS
 from edgevit.errors import BackendError, EdgeVitError
 from edgevit.preprocess import Preprocess
+from edgevit.runtime.openvino_backend import precision_name
 
 VARIANT_LABELS = {
     "noattn": "variant: our policy, attention matmuls FP32",
     "u8act": "variant: our policy, uint8 asymmetric activations (CPU only)",
 }
-SPEC_KINDS = ("runtime", "session", "plain-session", "torch")
+SPEC_KINDS = ("runtime", "session", "plain-session", "plain-openvino", "torch")
 
 
 @dataclass
@@ -90,6 +92,14 @@ def open_spec(spec: dict[str, Any], threads: int) -> Opened:
             return sess.run(names, {inp: x})
 
         return Opened(run, lambda: None, sess)  # the session goes with the target
+    if kind == "plain-openvino":
+        compiled = plain_openvino_model(path, threads)
+        request = compiled.create_infer_request()
+
+        def infer_ov(x: np.ndarray) -> Any:
+            return request.infer({0: x})
+
+        return Opened(infer_ov, lambda: None, compiled)
     if kind == "torch":
         import torch
 
@@ -251,6 +261,28 @@ def _plain_session_target(tid: str, group: str, kind: str, label: str, path: Pat
     )
 
 
+def _plain_openvino_target(
+    tid: str, group: str, kind: str, label: str, path: Path, info: ArtifactInfo, threads: int
+) -> Target:
+    """OpenVINO compiling ``path`` with its own default hints: what a user who picks OpenVINO runs."""
+    spec = {"kind": "plain-openvino", "path": str(path), "preprocess": info.preprocess.to_dict()}
+    opened = open_spec(spec, threads)
+    float_parts = precision_name(opened.handle.get_property("INFERENCE_PRECISION_HINT"))
+    return Target(
+        id=tid,
+        group=group,
+        kind=kind,
+        label=label,
+        backend="openvino:CPU (plain compile_model, default hints)",
+        precision=f"{'fp32' if kind.startswith('ov-fp32') else 'int8'}+{float_parts}",
+        artifact=path,
+        infer=opened.infer,
+        close=opened.close,
+        preprocess=info.preprocess,
+        spec=spec,
+    )
+
+
 def _torch_target(checkpoint: Path, threads: int) -> Target:
     opened = open_spec({"kind": "torch", "path": str(checkpoint)}, threads)
     import torch  # already imported by open_spec
@@ -336,7 +368,13 @@ def build_targets(cfg: BenchConfig, threads: int, log: Callable[[str], None]) ->
                     threads,
                 )
             )
-            calib = random_images(read_onnx_info(fp32).preprocess, cfg.calib_images)
+            fp32_info = read_onnx_info(fp32)
+            if "openvino" in backends:
+                log(f"{group}: loading OpenVINO FP32 with its default hints")
+                kind = "ov-fp32-plain"
+                label = "OpenVINO FP32 ONNX, its default hints (plain compile_model)"
+                targets.append(_plain_openvino_target(f"{group}/{kind}", group, kind, label, fp32, fp32_info, threads))
+            calib = random_images(fp32_info.preprocess, cfg.calib_images)
             if cfg.baselines:
                 out = workdir / f"{group}.ortdefault.int8.onnx"
                 log(f"{group}: quantizing with ONNX Runtime's default quantize_static -> {out}")
@@ -345,6 +383,18 @@ def build_targets(cfg: BenchConfig, threads: int, log: Callable[[str], None]) ->
                 kind = "ort-int8-ortdefault"
                 targets.append(_runtime_target(f"{group}/{kind}", group, kind, label, out, "onnxruntime", threads))
                 notes.append(f"{group}: ONNX Runtime's default INT8 was calibrated on {cfg.calib_images} random images")
+                if "openvino" in backends and nncf_available():
+                    out = workdir / f"{group}.nncf.int8.xml"
+                    log(f"{group}: quantizing with NNCF (ModelType.TRANSFORMER) for OpenVINO -> {out}")
+                    nncf_int8(fp32, out, calib)
+                    kind = "ov-int8-nncf"
+                    label = "NNCF INT8 (TRANSFORMER preset), OpenVINO default hints"
+                    targets.append(
+                        _plain_openvino_target(f"{group}/{kind}", group, kind, label, out, fp32_info, threads)
+                    )
+                    notes.append(f"{group}: NNCF's INT8 was calibrated on the same {cfg.calib_images} random images")
+                elif "openvino" in backends:
+                    notes.append(f"{group}: no NNCF INT8 baseline (pip install nncf to add one)")
             if cfg.variants:
                 for variant, label in VARIANT_LABELS.items():
                     out = workdir / f"{group}.{variant}.int8.onnx"

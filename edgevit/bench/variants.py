@@ -2,6 +2,9 @@
 
 * ``ort_default_int8``: what ONNX Runtime's own ``quantize_static`` writes with every
   default (QDQ format, s8s8, per-tensor weights, Q/DQ on every op type it knows);
+* ``nncf_int8``: what NNCF, OpenVINO's own quantizer, makes of the FP32 model with its
+  transformer preset (``ModelType.TRANSFORMER``), saved as OpenVINO IR: the INT8 a user who
+  picks OpenVINO runs (``pip install nncf``; asymmetric activations, so CPU only);
 * ``policy_variant``: edgevit's INT8 policy (symmetric, per-channel weights, Q/DQ on
   MatMul/Gemm/Conv inputs only) changed in one respect, to measure whether another Q/DQ
   placement or type is faster on this CPU:
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -92,6 +96,45 @@ def ort_default_int8(fp32_path: str | Path, out_path: str | Path, images: np.nda
         "calibration": "random",
     }
     _write_with_metadata(proto, info, out_path)
+    return out_path
+
+
+def nncf_available() -> bool:
+    """Whether NNCF (and the OpenVINO it quantizes for) can be imported here."""
+    try:
+        import nncf  # noqa: F401
+        import openvino  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def nncf_int8(fp32_path: str | Path, out_path: str | Path, images: np.ndarray) -> Path:
+    """Quantize with NNCF's OpenVINO path, transformer preset (``out_path``: an IR ``.xml``;
+    its ``.bin`` is written beside it)."""
+    # NNCF's telemetry forks a process per event that tries the internet for up to 3 s (and the
+    # fork inherits the CLI's signal handlers); it stays off in CI-marked environments
+    os.environ.setdefault("NNCF_CI", "1")
+    import nncf
+    import openvino as ov
+
+    fp32_path, out_path = Path(fp32_path), Path(out_path)
+    info = read_onnx_info(fp32_path)
+    model = ov.Core().read_model(str(fp32_path))
+    batches = [info.preprocess(images[i : i + 1]) for i in range(len(images))]
+    with _quiet():
+        quantized = nncf.quantize(
+            model,
+            nncf.Dataset(batches),
+            model_type=nncf.ModelType.TRANSFORMER,
+            subset_size=len(batches),
+        )
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="edgevit-bench-", dir=out_path.parent) as tmp:
+        xml = Path(tmp) / out_path.name
+        ov.save_model(quantized, str(xml), compress_to_fp16=False)
+        xml.with_suffix(".bin").replace(out_path.with_suffix(".bin"))
+        xml.replace(out_path)
     return out_path
 
 

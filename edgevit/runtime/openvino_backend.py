@@ -76,7 +76,7 @@ class OpenVinoRunner:
             raise BackendError(f"OpenVINO could not compile {path} for {device} ({first_line(exc)})") from exc
         self.input_name = model.inputs[0].get_any_name()
         self.output_names = [o.get_any_name() for o in model.outputs]
-        self.inference_precision = _precision_name(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
+        self.inference_precision = precision_name(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
         self.precision_hint = precision
         how = precision if precision in ("default", "auto") else "hint"
         self.name = f"openvino:{device}:{self.inference_precision}({how})"
@@ -108,7 +108,7 @@ class OpenVinoRunner:
         self.close()
 
 
-def _precision_name(value: Any) -> str:
+def precision_name(value: Any) -> str:
     """``<Type: 'bfloat16'>`` -> ``bf16``; ``<Type: 'float32'>`` -> ``f32``."""
     text = str(getattr(value, "get_type_name", lambda: value)()).lower()
     for long, short in (("bfloat16", "bf16"), ("bf16", "bf16"), ("float32", "f32"), ("f32", "f32")):

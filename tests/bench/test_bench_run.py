@@ -237,7 +237,7 @@ def test_cli_bench_prints_table_and_writes_outputs(nano_artifacts, tmp_path, cap
             "--no-baselines",
             "--out",
             str(tmp_path),
-            "--name",
+            "--stem",
             "nano",
             "-q",
         ]
@@ -294,3 +294,33 @@ def test_missing_model_path_in_cli_exits_2(tmp_path, capsys):
     assert main(["bench", str(Path(tmp_path) / "nope.onnx"), "-q", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "does not exist" in err[0]
+
+
+def test_openvino_baselines_are_what_an_openvino_user_runs(nano_artifacts, tmp_path):
+    """With OpenVINO installed, the bench adds OpenVINO running the FP32 ONNX with its own default
+    hints and NNCF's INT8 of the same model (where NNCF is installed), and divides by both."""
+    pytest.importorskip("openvino", reason="openvino is not installed (pip install 'edgevit[openvino]')")
+    from edgevit.bench.variants import nncf_available
+
+    cfg = BenchConfig(
+        artifacts=[nano_artifacts.fp32_onnx, nano_artifacts.int8_onnx],
+        backends=["openvino"],
+        threads=1,
+        workdir=tmp_path / "models",
+        calib_images=4,
+        **dict(FAST, batch_sizes=[2]),
+    )
+    r = run_bench(cfg, progress=False)
+    by_kind = {t["kind"]: t for t in r["targets"]}
+    assert {"ov-fp32-plain", "ov-int8", "ov-int8-auto"} <= set(by_kind)
+    assert by_kind["ov-fp32-plain"]["backend"].startswith("openvino:CPU (plain compile_model")
+    assert by_kind["ov-fp32-plain"]["precision"].startswith("fp32+")  # + the precision OpenVINO chose
+    assert all(t["memory_error"] is None for t in r["targets"])  # each opens again in a fresh process
+    ratios = {(x["numerator"], x["denominator"]) for x in r["ratios"]}
+    assert ("ov-int8", "ov-fp32-plain") in ratios
+    if nncf_available():
+        assert by_kind["ov-int8-nncf"]["precision"].startswith("int8+")
+        assert Path(by_kind["ov-int8-nncf"]["artifact"]).suffix == ".xml"
+        assert ("ov-int8", "ov-int8-nncf") in ratios
+    else:
+        assert any("pip install nncf" in n for n in r["notes"])
