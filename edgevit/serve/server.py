@@ -479,6 +479,10 @@ class TritonModelServer:
         return None
 
     @property
+    def _server_binary(self) -> Path:
+        return Path(self._workspace) / "tritonserver" / "bin" / "tritonserver"
+
+    @property
     def _stub_binary(self) -> Path:
         return Path(self._workspace) / "tritonserver" / "backends" / "python" / "triton_python_backend_stub"
 
@@ -567,8 +571,11 @@ class TritonModelServer:
             # Triton is gone now and starts no more stubs. One it started after the tree was
             # recorded (Ctrl-C in a terminal reaches Triton mid-load too) is an orphan by now:
             # found by its binary, which lies in this server's workspace only.
-            for stub in processes.running_binary(self._stub_binary) if self._workspace else []:
-                procs += processes.tree(stub)
+            # The same for a tritonserver that was not yet this process's recognized child when
+            # the tree was recorded (a load that failed while Triton was still starting up).
+            binaries = (self._server_binary, self._stub_binary) if self._workspace else ()
+            for found in (pid for b in binaries for pid in processes.running_binary(b)):
+                procs += processes.tree(found)
             procs = list(dict.fromkeys(procs))
             left = processes.end(procs, STOP_GRACE_S)
             self.left_running = [processes.describe(pid) for pid, _ in left]
